@@ -1,0 +1,122 @@
+"""Command line: ``python -m kitlib run [SLUG ...]`` and ``python -m kitlib list``.
+
+Bad input (unknown slug, profile or device, CUDA asked for on a machine without it, a negative seed) is
+refused with exit status 2 before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .chapters import SLUGS, chapter_source, get_chapter, project_root, written_chapters
+
+PROFILES = ("quick", "full")  # kept in step with kitlib.run.PROFILES (a test checks); no torch import here
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kitlib",
+                                     description="Run and list the chapters of the executable book.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,list}")
+
+    run = verbs.add_parser("run", help="execute chapters with papermill; write DIR/<slug>.ipynb and .json",
+                           description="Execute chapters (all written ones when no slug is given) through "
+                                       "papermill and write DIR/<slug>.ipynb and DIR/<slug>.json. Exit status "
+                                       "0 only if every chapter ran and every hard claim held.")
+    run.set_defaults(subparser=run)
+    run.add_argument("slugs", nargs="*", metavar="SLUG", help=f"chapter slugs: {', '.join(SLUGS)}")
+    run.add_argument("--profile", default="quick", choices=PROFILES,
+                     help="quick: 2 CPU cores, about a minute a chapter; full: one GPU, at most 8 minutes")
+    run.add_argument("--seed", type=_seed, default=0, help="non-negative integer seed (default 0)")
+    run.add_argument("--device", default="auto", choices=DEVICES, help="auto picks CUDA when present")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: book/)")
+    run.add_argument("--smoke", action="store_true",
+                     help="run the profile's configuration for its first steps only, claims not enforced: "
+                          "checks that e.g. the full profile builds, in seconds, on CPU")
+
+    lister = verbs.add_parser("list", help="each chapter with the claims and wall time of its last run",
+                              description="Print each chapter's slug, title, and the claims held / total and "
+                                          "wall time of its last run record in DIR.")
+    lister.add_argument("--out", type=Path, default=None, metavar="DIR", help="records folder (default: book/)")
+    lister.add_argument("--notebooks", action="store_true",
+                        help="print only the paths of the written chapters' executed notebooks in DIR")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    parser = args.subparser
+    unknown = [s for s in args.slugs if s not in SLUGS]
+    if unknown:
+        parser.error(f"unknown chapter(s) {', '.join(map(repr, unknown))}; valid slugs: {', '.join(SLUGS)}")
+    missing = [s for s in args.slugs if not chapter_source(s).exists()]
+    if missing:
+        written = ", ".join(c.slug for c in written_chapters()) or "none"
+        parser.error(f"chapter(s) {', '.join(missing)} not written yet; written chapters: {written}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda was asked for, but this machine has no CUDA device; use --device cpu")
+    slugs = args.slugs or [c.slug for c in written_chapters()]
+    if not slugs:
+        print("no chapters are written yet (chapters/*.md)", file=sys.stderr)
+        return 1
+
+    from .runner import run_chapter
+
+    failures = 0
+    for i, slug in enumerate(slugs, 1):
+        print(f"[{i}/{len(slugs)}] {slug} (profile {args.profile}, seed {args.seed}, device {args.device}) ...",
+              flush=True)
+        outcome = run_chapter(slug, profile=args.profile, seed=args.seed, device=args.device, out_dir=args.out,
+                              smoke=args.smoke)
+        print(f"[{i}/{len(slugs)}] {slug}: {'ok' if outcome.ok else 'FAILED'}: {outcome.message}", flush=True)
+        failures += not outcome.ok
+    return 1 if failures else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .record import claims_held, find_records
+
+    folder = args.out or project_root() / "book"
+    if args.notebooks:
+        for chapter in written_chapters():
+            print(folder / f"{chapter.slug}.ipynb")
+        return 0
+    records = {r["chapter"]: r for r in find_records(folder)} if folder.exists() else {}
+    for slug in SLUGS:
+        chapter = get_chapter(slug)
+        if not chapter_source(slug).exists():
+            status = "not written yet"
+        elif slug in records:
+            r = records[slug]
+            held, total = claims_held(r)
+            status = f"{held}/{total} claims hold, {r['wall_s']:.0f} s, profile {r['profile']}, {r['started'][:10]}"
+        else:
+            status = "not run yet"
+        print(f"{slug:<22} {chapter.title:<52} {status}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb == "run":
+        return _run(args)
+    return _list(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

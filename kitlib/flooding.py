@@ -1,0 +1,231 @@
+"""Flooding (Ishida et al., ICML 2020) and Su's analysis of it (kexue.fm/archives/7643).
+
+Equations, as used by the chapter ``flooding``:
+
+- flooded loss  L̃(θ) = |L(θ) − b| + b,  so ∇L̃ = sign(L − b) ∇L                          (paper, Eq. 1)
+- one descent step ε₁ then one ascent step ε₂ (or ascent first: the same to this order)
+      θ_{n+1} − θ_{n−1} = −(ε₁ − ε₂) g − ε₁ε₂ H g + O(ε³),   g = ∇L, H = ∇²L,  2Hg = ∇‖g‖²
+  equal steps: −(ε²/2) ∇‖∇L‖²  (Su);  ε₁ > ε₂: one step of size ε₁ − ε₂ of gradient descent on
+  L + λ‖∇L‖² with λ = ε₁ε₂ / (2(ε₁ − ε₂)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .autodiff import LossFn, gradient, hessian_vector_product
+from .data import Split
+from .models import BatchedMLP
+from .train import History, fit
+
+
+def flooded_loss(loss: torch.Tensor, flood_level: float | torch.Tensor) -> torch.Tensor:
+    """L̃ = |L − b| + b (elementwise, so a vector of per-member losses gets per-member flood levels)."""
+    return (loss - flood_level).abs() + flood_level
+
+
+def descent_ascent(loss_fn: LossFn, theta: torch.Tensor, step_descent: float, step_ascent: float,
+                   descent_first: bool = True) -> torch.Tensor:
+    """θ after one gradient-descent step (size ε₁) and one gradient-ascent step (size ε₂), in either order."""
+    signed_steps = [(-step_descent), (+step_ascent)]
+    if not descent_first:
+        signed_steps.reverse()
+    for signed in signed_steps:
+        theta = theta + signed * gradient(loss_fn, theta)
+    return theta.detach()
+
+
+def predicted_displacement(loss_fn: LossFn, theta: torch.Tensor, step_descent: float,
+                           step_ascent: float) -> torch.Tensor:
+    """Second-order prediction of the two-step displacement: −(ε₁ − ε₂) g − ε₁ε₂ H g."""
+    g = gradient(loss_fn, theta)
+    return -(step_descent - step_ascent) * g - step_descent * step_ascent * hessian_vector_product(loss_fn, theta, g)
+
+
+def gradient_penalty_weight(step_descent: float, step_ascent: float) -> float:
+    """λ = ε₁ε₂ / (2(ε₁ − ε₂)): descent ε₁ + ascent ε₂ ≈ a step ε₁ − ε₂ on L + λ‖∇L‖² (needs ε₁ > ε₂)."""
+    if step_descent <= step_ascent:
+        raise ValueError("the equivalence needs a descent step larger than the ascent step")
+    return step_descent * step_ascent / (2 * (step_descent - step_ascent))
+
+
+def smooth_test_loss(dim: int = 5, n: int = 40, seed: int = 0) -> LossFn:
+    """A smooth non-quadratic loss of θ ∈ R^dim for derivative checks (float64):
+    L(θ) = mean_i log(1 + exp(−y_i x_iᵀθ)) + 0.1 Σ_j θ_j⁴, with fixed random (x_i, y_i)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-y * (x @ theta)).mean() + 0.1 * (theta**4).sum()
+
+    return loss
+
+
+def label_noise_entropy(noise: float, num_classes: int) -> float:
+    """Cross-entropy (nats) of the Bayes predictor on noisy labels when the clean label is certain:
+    H = −(1−η) log(1−η) − η log(η/(K−1)). A training loss below it can only come from memorising flips,
+    which makes it a natural reference for the flood level b."""
+    if not 0 <= noise < 1:
+        raise ValueError("noise must be in [0, 1)")
+    terms = [(1 - noise) * np.log(1 - noise)] + ([noise * np.log(noise / (num_classes - 1))] if noise > 0 else [])
+    return float(-sum(terms))
+
+
+def first_crossing(losses: np.ndarray, flood_level: float) -> int | None:
+    """Index of the first step whose training loss is below the flood level (None if never)."""
+    below = np.flatnonzero(np.asarray(losses) < flood_level)
+    return int(below[0]) if below.size else None
+
+
+def ascent_fraction(losses: np.ndarray, flood_level: float) -> float:
+    """Fraction of steps from the first crossing on whose loss is below b (ascent steps); NaN if no crossing."""
+    start = first_crossing(losses, flood_level)
+    if start is None:
+        return float("nan")
+    return float(np.mean(np.asarray(losses)[start:] < flood_level))
+
+
+@dataclass
+class FloodGrid:
+    """Training runs of every (data seed, flood level) pair; arrays indexed [..., seed, level]."""
+
+    flood_levels: np.ndarray          # (B,)
+    train_loss_steps: np.ndarray      # (steps, S, B): the training-mode loss each step's sign is decided on
+    eval_epochs: np.ndarray           # (E,)
+    evals: dict[str, np.ndarray]      # name → (E, S, B): train/val/test loss and accuracy (eval mode)
+    model: BatchedMLP                 # the trained members, member index = seed_index · B + level_index
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, seed_index: int, level_index: int) -> torch.Tensor:
+        """Class probabilities (n, C) of one trained member at inputs x (n, d), eval mode."""
+        device = next(self.model.parameters()).device
+        member = seed_index * len(self.flood_levels) + level_index
+        return self.model.forward_member(member, x.to(device)).softmax(-1).cpu()
+
+    def final(self, name: str) -> np.ndarray:
+        """(S, B) values of an evaluation metric after the last epoch."""
+        return self.evals[name][-1]
+
+    def chosen_level_index(self, candidates: Sequence[int] | None = None) -> np.ndarray:
+        """Per seed, the flood level with the best final validation accuracy among ``candidates``
+        (indices into ``flood_levels``; default all). Ties go to the first candidate."""
+        idx = np.asarray(candidates if candidates is not None else range(len(self.flood_levels)))
+        val = self.final("val_acc")[:, idx]
+        return idx[np.argmax(val, axis=1)]
+
+
+def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, width: int, depth: int,
+                     epochs: int, lr: float, optimiser: str = "sgd", momentum: float = 0.9,
+                     batch_size: int | None = None, eval_every: int = 1, device: torch.device | str = "cpu",
+                     progress: bool = True, desc: str = "flooding grid") -> FloodGrid:
+    """Train one :class:`IshidaMLP` per (split, flood level) — all at once as a :class:`BatchedMLP` — with
+    cross-entropy, flooded at level b (b = 0 is plain training), as in the official demo.
+
+    ``batch_size=None`` is full-batch (the demo's batch 200 > n = 100). Members share nothing, so each
+    behaves as a separate run. Evaluation (eval mode, BN running statistics) reports, per member, the loss
+    and accuracy on train, validation and test (noisy labels) and the clean test accuracy."""
+    device = torch.device(device)
+    S, B = len(splits), len(flood_levels)
+    R = S * B
+    first = splits[0]
+
+    def per_member(name: str) -> torch.Tensor:  # (R, n, ...) with member r = s * B + b
+        return torch.stack([getattr(sp, name) for sp in splits]).repeat_interleave(B, dim=0).to(device)
+
+    x_tr, y_tr = per_member("x_train"), per_member("y_train")
+    sets = {name: (per_member(f"x_{name}"), per_member(f"y_{name}")) for name in ("train", "val", "test")}
+    y_test_clean = per_member("y_test_clean")
+    levels = torch.tensor(list(flood_levels), dtype=torch.float32, device=device).repeat(S)
+    model = BatchedMLP(R, x_tr.shape[-1], first.num_classes, width=width, depth=depth).to(device)
+    if optimiser == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    elif optimiser == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"unknown optimiser {optimiser!r}; use 'sgd' or 'adam'")
+    n = x_tr.shape[1]
+
+    def member_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        return ce.view(y.shape).mean(dim=1)
+
+    def batches(epoch: int):
+        if batch_size is None or batch_size >= n:
+            yield x_tr, y_tr
+            return
+        order = torch.argsort(torch.rand(R, n, device=device), dim=1)
+        for start in range(0, n, batch_size):
+            idx = order[:, start:start + batch_size]
+            yield (torch.gather(x_tr, 1, idx[..., None].expand(-1, -1, x_tr.shape[-1])),
+                   torch.gather(y_tr, 1, idx))
+
+    def loss_fn(model, batch):
+        x, y = batch
+        return member_loss(model(x), y)
+
+    def evaluate(model):
+        out = {}
+        for name, (x, y) in sets.items():
+            logits = torch.cat([model(x[:, i:i + 4096]) for i in range(0, x.shape[1], 4096)], dim=1)
+            out[f"{name}_loss"] = member_loss(logits, y)
+            out[f"{name}_acc"] = 100 * (logits.argmax(-1) == y).float().mean(dim=1)
+        out["test_clean_acc"] = 100 * (logits.argmax(-1) == y_test_clean).float().mean(dim=1)
+        return out
+
+    history: History = fit(model, opt, loss_fn, batches, epochs, objective=lambda L: flooded_loss(L, levels),
+                           evaluate=evaluate, eval_every=eval_every, progress=progress, desc=desc)
+    steps = history.step_array("loss").reshape(-1, S, B)
+    evals = {k: history.eval_array(k).reshape(-1, S, B) for k in history.evals if k != "epoch"}
+    return FloodGrid(np.asarray(flood_levels, dtype=float), steps, np.asarray(history.evals["epoch"]), evals, model)
+
+
+def train_classifier_flooding(make_model, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                              y_test: torch.Tensor, flood_levels: Sequence[float], *, epochs: int, lr: float = 0.1,
+                              momentum: float = 0.9, batch_size: int = 128, eval_samples: int = 10000,
+                              device: torch.device | str = "cpu", progress: bool = True) -> dict[float, History]:
+    """Minibatch SGD on an image classifier (the paper's Fig. 1 setting: ResNet-18, no augmentation), once per
+    flood level, with the sign of each step decided on the *batch* loss. Evaluates train and test loss and
+    accuracy (on at most ``eval_samples`` images each) after every epoch. bf16 autocast on CUDA."""
+    device = torch.device(device)
+    histories = {}
+    for level in flood_levels:
+        model = make_model().to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        n = len(x_train)
+
+        def batches(epoch: int):
+            order = torch.randperm(n)
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                yield x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+
+        def loss_fn(model, batch):
+            x, y = batch
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                return F.cross_entropy(model(x).float(), y)
+
+        def evaluate(model):
+            out = {}
+            for name, (x, y) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():
+                x, y = x[:eval_samples], y[:eval_samples]
+                losses, correct = [], []
+                for start in range(0, len(x), 1000):
+                    xb, yb = x[start:start + 1000].to(device), y[start:start + 1000].to(device)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                        logits = model(xb).float()
+                    losses.append(F.cross_entropy(logits, yb, reduction="sum"))
+                    correct.append((logits.argmax(-1) == yb).sum())
+                out[f"{name}_loss"] = torch.stack(losses).sum() / len(x)
+                out[f"{name}_acc"] = 100 * torch.stack(correct).sum().float() / len(x)
+            return out
+
+        histories[float(level)] = fit(model, opt, loss_fn, batches, epochs,
+                                      objective=lambda L, b=level: flooded_loss(L, b), evaluate=evaluate,
+                                      progress=progress, desc=f"flood level {level}")
+    return histories

@@ -1,0 +1,106 @@
+"""Sphinx directives that put run records into the book at render time (registered in ``_config.yml``).
+
+- ``{scorecard}``: one row per written chapter — claims held / total, profile, device, wall time, date —
+  from the quick records in ``book/`` and the full-profile records committed under ``results/``.
+- ``{claims-comparison} SLUG``: the chapter's claims with the quick run's values beside the full (GPU) run's,
+  when ``results/`` holds a full-profile record of that chapter.
+
+Reading the records at render time means the pages can never disagree with the runs they describe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
+from .chapters import written_chapters
+from .claims import format_value
+from .record import claims_held, find_records
+
+
+def _records(srcdir: Path) -> tuple[dict, dict]:
+    """(quick-or-latest records from book/, full-profile records from results/), each keyed by chapter."""
+    book = {r["chapter"]: r for r in find_records(srcdir / "book")}
+    full: dict = {}
+    for r in find_records(srcdir / "results"):
+        if r["profile"] == "full" and not r["smoke"]:
+            if r["chapter"] not in full or r["started"] > full[r["chapter"]]["started"]:
+                full[r["chapter"]] = r
+    return book, full
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _summary(record: dict | None) -> list[str]:
+    if record is None:
+        return ["—", "—", "—", "—", "—"]
+    held, total = claims_held(record)
+    mark = "✓" if held == total else "✗"
+    return [f"{mark} {held}/{total}", record["profile"], _cell(record["device_name"]), f"{record['wall_s']:.0f} s",
+            record["started"][:10]]
+
+
+class _TableDirective(SphinxDirective):
+    def _render(self, lines: list[str]) -> list[nodes.Node]:
+        container = nodes.container(classes=["kitlib-table"])
+        self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), self.content_offset, container)
+        return [container]
+
+
+class ScorecardDirective(_TableDirective):
+    has_content = False
+
+    def run(self):
+        srcdir = Path(self.env.srcdir)
+        book, full = _records(srcdir)
+        for path in list((srcdir / "book").glob("*.json")) + list((srcdir / "results").glob("*.json")):
+            self.env.note_dependency(str(path))
+        lines = ["| chapter | claims (quick) | profile | device | wall | date | claims (full) | device | wall | date |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for chapter in written_chapters(srcdir):
+            link = f"{{doc}}`{_cell(chapter.title)} </book/{chapter.slug}>`"
+            quick = _summary(book.get(chapter.slug))
+            gpu = _summary(full.get(chapter.slug))
+            lines.append("| " + " | ".join([link] + quick + [gpu[0]] + gpu[2:]) + " |")
+        return self._render(lines)
+
+
+class ClaimsComparisonDirective(_TableDirective):
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        slug = self.arguments[0]
+        srcdir = Path(self.env.srcdir)
+        book, full = _records(srcdir)
+        quick, gpu = book.get(slug), full.get(slug)
+        if gpu is None:
+            para = nodes.paragraph(text="No full-profile (GPU) run record of this chapter is in results/ yet; "
+                                        f"run `python -m kitlib run {slug} --profile full --out results/` on a "
+                                        "GPU to add one.")
+            return [para]
+        gpu_claims = {c["id"]: c for c in gpu["claims"]}
+        quick_claims = {c["id"]: c for c in quick["claims"]} if quick else {}
+        lines = [f"Full profile: {gpu['device_name']}, seed {gpu['seed']}, {gpu['wall_s']:.0f} s, "
+                 f"{gpu['started'][:10]}.", "",
+                 "| id | claim | target | quick | full |", "|---|---|---|---|---|"]
+        for cid in dict.fromkeys(list(quick_claims) + list(gpu_claims)):
+            ref = gpu_claims.get(cid) or quick_claims[cid]
+
+            def show(c):
+                return "—" if c is None else f"{'✓' if c['holds'] else '✗'} {_cell(format_value(c['value']))}"
+
+            lines.append(f"| {cid} | {_cell(ref['statement'])} | {_cell(ref['target'])} | "
+                         f"{show(quick_claims.get(cid))} | {show(gpu_claims.get(cid))} |")
+        return self._render(lines)
+
+
+def setup(app):
+    app.add_directive("scorecard", ScorecardDirective)
+    app.add_directive("claims-comparison", ClaimsComparisonDirective)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
