@@ -59,6 +59,11 @@ class Claim:
     hard: bool = True
     reported: str = ""
 
+    def __repr__(self) -> str:
+        """One line, shown under the cell that checked the claim."""
+        verdict = "holds" if self.holds else ("FAILS" if self.hard else "does not hold (soft)")
+        return f"{'✓' if self.holds else '✗'} {self.id} {verdict}: measured {format_value(self.value)}, target {self.target}"
+
     def as_record(self) -> dict[str, Any]:
         row = asdict(self)
         row["value"] = _plain(self.value)

@@ -80,9 +80,10 @@ class ClaimsComparisonDirective(_TableDirective):
         book, full = _records(srcdir)
         quick, gpu = book.get(slug), full.get(slug)
         if gpu is None:
-            para = nodes.paragraph(text="No full-profile (GPU) run record of this chapter is in results/ yet; "
-                                        f"run `python -m kitlib run {slug} --profile full --out results/` on a "
-                                        "GPU to add one.")
+            para = nodes.paragraph()
+            para += nodes.Text("No full-profile (GPU) run record of this chapter is in results/ yet; run ")
+            para += nodes.literal(text=f"python -m kitlib run {slug} --profile full --out results/")
+            para += nodes.Text(" on a GPU and commit the JSON record to add one.")
             return [para]
         gpu_claims = {c["id"]: c for c in gpu["claims"]}
         quick_claims = {c["id"]: c for c in quick["claims"]} if quick else {}

@@ -1,0 +1,45 @@
+"""Every written chapter, executed through the runner as a user would: quick profile into book/ (which
+nbval and the book render then use), and its full configuration for its first steps (--smoke)."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from kitlib.chapters import project_root, written_chapters
+from kitlib.record import hard_failures, validate_record
+
+ROOT = project_root()
+SLUGS = [c.slug for c in written_chapters()]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "kitlib", "run", *args], capture_output=True, text=True,
+                          timeout=1200)
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_chapter_quick_profile(slug):
+    result = _run(slug)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = validate_record(json.loads((ROOT / "book" / f"{slug}.json").read_text()))
+    assert record["profile"] == "quick" and not record["smoke"]
+    assert hard_failures(record) == []
+    assert record["claims"], "a chapter must check claims"
+    nb = nbformat.read(ROOT / "book" / f"{slug}.ipynb", as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.output_type != "error", cell.source[:200]
+            assert not (output.output_type == "stream" and output.name == "stderr"), output.text[:500]
+    assert any("nbval-check-output" in c.metadata.get("tags", []) for c in nb.cells), \
+        "the claims table cell must be compared by nbval"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_chapter_full_profile_builds(slug, tmp_path):
+    result = _run(slug, "--profile", "full", "--smoke", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = validate_record(json.loads((tmp_path / f"{slug}.json").read_text()))
+    assert record["profile"] == "full" and record["smoke"]

@@ -1,0 +1,132 @@
+"""The runner and `python -m kitlib`: bad input is refused with exit status 2 before any work, a failed
+chapter leaves the previous good outputs untouched, a good one writes a valid record."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+import torch
+
+from kitlib.record import validate_record
+from kitlib.runner import ChapterNotWrittenError, run_chapter
+
+
+def kitlib_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "kitlib", *args], capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "no-such-chapter"], "valid slugs: flooding, seq2seq-stop"),
+    (["run", "flooding", "--profile", "fast"], "choose from 'quick', 'full'"),
+    (["run", "flooding", "--seed", "-1"], "non-negative integer"),
+    (["run", "flooding", "--seed", "1.5"], "non-negative integer"),
+    (["run", "flooding", "--device", "tpu"], "choose from 'auto', 'cpu', 'cuda'"),
+])
+def test_bad_input_exits_2_with_a_message(args, message):
+    result = kitlib_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unwritten_chapter_is_refused(tmp_path):
+    result = kitlib_cli("run", "wgan")
+    if result.returncode == 2:
+        assert "not written yet" in result.stderr
+    with pytest.raises(ChapterNotWrittenError):
+        run_chapter("wgan", root=tmp_path, out_dir=tmp_path / "out")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_suggests_cpu():
+    result = kitlib_cli("run", "flooding", "--device", "cuda")
+    assert result.returncode == 2 and "--device cpu" in result.stderr
+
+
+def test_help_and_list():
+    for verb in ("run", "list"):
+        assert kitlib_cli(verb, "--help").returncode == 0
+    listing = kitlib_cli("list")
+    assert listing.returncode == 0
+    assert "flooding" in listing.stdout and "not written yet" in listing.stdout
+
+
+CHAPTER = """\
+---
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A tiny chapter
+
+```{{code-cell}} ipython3
+:tags: [parameters]
+
+profile = "quick"
+seed = 0
+device = "auto"
+```
+
+```{{code-cell}} ipython3
+import kitlib.run
+from kitlib.claims import ClaimsLedger
+run = kitlib.run.start("flooding", profile=profile, seed=seed, device=device,
+                       profiles={{"quick": {{"n": 1}}, "full": {{"n": 2}}}})
+ledger = ClaimsLedger("flooding")
+ledger.check_range("T1", "a claim", "test", {value}, high=1.0)
+```
+
+```{{code-cell}} ipython3
+run.finish(ledger)
+```
+"""
+
+
+def _project(tmp_path, value):
+    (tmp_path / "chapters").mkdir(exist_ok=True)
+    (tmp_path / "chapters" / "flooding.md").write_text(CHAPTER.format(value=value))
+    return tmp_path
+
+
+def test_runner_writes_notebook_and_valid_record(tmp_path):
+    root = _project(tmp_path, 0.5)
+    outcome = run_chapter("flooding", seed=4, root=root, out_dir=root / "out")
+    assert outcome.ok, outcome.message
+    record = validate_record(json.loads((root / "out" / "flooding.json").read_text()))
+    assert record["seed"] == 4 and record["profile"] == "quick" and record["claims"][0]["holds"]
+    nb = nbformat.read(root / "out" / "flooding.ipynb", as_version=4)
+    assert nb.metadata.papermill.parameters == {"profile": "quick", "seed": 4, "device": "auto"}
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "remove-cell" in injected[0].metadata.tags
+    assert "Executed with profile **quick**, seed 4, on CPU" in nb.cells[1].source
+    assert not [p.name for p in (root / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_failed_claim_keeps_previous_outputs(tmp_path):
+    root = _project(tmp_path, 0.5)
+    assert run_chapter("flooding", root=root, out_dir=root / "out").ok
+    before = {p.name: p.read_bytes() for p in (root / "out").iterdir()}
+    _project(tmp_path, 5.0)                       # now T1 fails
+    outcome = run_chapter("flooding", root=root, out_dir=root / "out")
+    assert not outcome.ok
+    assert "ClaimsFailed" in outcome.message and "T1" in outcome.message
+    assert "partial notebook kept at" in outcome.message
+    assert {p.name: p.read_bytes() for p in (root / "out").iterdir()} == before
+
+
+def test_smoke_flag_reaches_the_kernel(tmp_path):
+    root = _project(tmp_path, 5.0)                # failing claim, but smoke mode does not enforce
+    chapter = (root / "chapters" / "flooding.md").read_text().replace('{"n": 2}', "Cfg()")
+    chapter = chapter.replace("import kitlib.run", "import kitlib.run\nclass Cfg(dict):\n"
+                              "    def smoke(self):\n        return {'n': 0}")
+    (root / "chapters" / "flooding.md").write_text(chapter)
+    outcome = run_chapter("flooding", profile="full", smoke=True, root=root, out_dir=root / "out")
+    assert outcome.ok, outcome.message
+    assert outcome.record["smoke"] is True and outcome.record["config"] == {"n": 0}
+    assert "not enforced" in outcome.message
