@@ -67,7 +67,8 @@ def _record(**overrides):
     run = kr.Run("flooding", "quick", 0, torch.device("cpu"), {"width": 8}, np.random.default_rng(0))
     record = run.record(ledger)
     record.pop("kernel_s")
-    record.update(started="2026-11-22T00:00:00+00:00", wall_s=1.0, git_commit="abc", **overrides)
+    record.update(started="2026-11-22T00:00:00+00:00", wall_s=1.0, git_commit="abc")
+    record.update(overrides)
     return record
 
 
@@ -157,3 +158,22 @@ def test_smoke_mode_shrinks_the_config_and_does_not_enforce(monkeypatch):
     ledger = ClaimsLedger("flooding")
     ledger.check_range("X", "s", "src", 2.0, high=1)
     run.finish(ledger)   # no raise
+
+
+def test_scorecard_reads_latest_full_record_and_ignores_smoke(tmp_path):
+    from kitlib.sphinxext import _records, _summary
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "results").mkdir()
+    write_json_atomic(tmp_path / "book" / "flooding.json", _record())
+    write_json_atomic(tmp_path / "results" / "a.json",
+                      _record(profile="full", device_name="NVIDIA H100", started="2026-11-20T00:00:00+00:00"))
+    write_json_atomic(tmp_path / "results" / "b.json",
+                      _record(profile="full", device_name="NVIDIA H200", started="2026-11-21T00:00:00+00:00"))
+    write_json_atomic(tmp_path / "results" / "c.json",
+                      _record(profile="full", smoke=True, started="2026-11-22T00:00:00+00:00"))
+    book, full = _records(tmp_path)
+    assert book["flooding"]["profile"] == "quick"
+    assert full["flooding"]["device_name"] == "NVIDIA H200"
+    assert _summary(full["flooding"]).startswith("✗ 1/2 claims (full) · NVIDIA H200")
+    assert _summary(None) == "—"
