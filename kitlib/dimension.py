@@ -1,0 +1,116 @@
+"""The word-vector dimension formula n > 8.33 log N (kexue.fm/archives/7695, /8711), chapter ``dimension-formula``.
+
+Skip-gram as one softmax over the N² pairs of two tables of vectors, u_i, v_j uniform on the sphere of radius
+√n, has entropy H = log Z − Σ p_ij s_ij with s_ij = ⟨u_i, v_j⟩. Replacing the double sum by N² times an
+expectation (the "sampling approximation") gives
+
+    H ≈ 2 log N + h_n,   h_n = log E[e^s] − E[s e^s] / E[e^s],   s = n cos θ,   p_n(θ) ∝ sin^{n−2} θ,
+
+and h_n/n → log sin θ* = −½ log φ = −0.2406 (Laplace's method at cos θ* = sin² θ*, i.e. cos θ* = 0.618),
+so the approximation turns negative — impossible for an entropy — once n > (4/log φ) log N ≈ 8.31 log N.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+from scipy.stats import beta
+
+GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
+#: the limit of h_n / n:  −½ log φ
+H_N_SLOPE = -0.5 * math.log(GOLDEN_RATIO)
+#: the exact constant of the formula, 4 / log φ = 8.3123 (the post writes 2 / 0.24 = 8.33)
+EXACT_CONSTANT = 4 / math.log(GOLDEN_RATIO)
+
+
+def _angle_grid(points: int) -> np.ndarray:
+    return np.linspace(0.0, math.pi, points)[1:-1]   # the density vanishes at both ends for n > 2
+
+
+def h_n(n: float, points: int = 200_001) -> float:
+    """h_n = log E[e^s] − E[s e^s]/E[e^s] with s = n cos θ, θ ~ p_n(θ) ∝ sin^{n−2} θ on (0, π).
+
+    Computed by integration on a uniform θ-grid in log space (stable for n up to 10⁴; trapezoid
+    weights are uniform inside, and the integrand vanishes at the ends). Real n ≥ 2 is accepted."""
+    if n < 2:
+        raise ValueError(f"h_n needs n ≥ 2, got {n}")
+    theta = _angle_grid(points)
+    log_density = (n - 2) * np.log(np.sin(theta))
+    s = n * np.cos(theta)
+    log_tilted = log_density + s
+    log_mean_exp = logsumexp(log_tilted) - logsumexp(log_density)      # log E[e^s]
+    tilted = np.exp(log_tilted - logsumexp(log_tilted))                # the e^s-tilted angle law
+    return float(log_mean_exp - (tilted * s).sum())
+
+
+def tilted_mean_cos(n: float, points: int = 200_001) -> float:
+    """E[cos θ e^{n cos θ}] / E[e^{n cos θ}]: where the tilted angle law concentrates (→ 0.618)."""
+    theta = _angle_grid(points)
+    log_tilted = (n - 2) * np.log(np.sin(theta)) + n * np.cos(theta)
+    return float((np.exp(log_tilted - logsumexp(log_tilted)) * np.cos(theta)).sum())
+
+
+def cos_tail_rate(n: float, threshold: float = (math.sqrt(5) - 1) / 2) -> float:
+    """−(1/n) log P(cos θ > c) for two random directions in R^n, using (1 + cos θ)/2 ~ Beta((n−1)/2, (n−1)/2).
+    Its limit is −½ log(1 − c²), which is 0.2406 at c = 0.618."""
+    a = (n - 1) / 2
+    return float(-beta.logsf((1 + threshold) / 2, a, a) / n)
+
+
+def entropy_approximation(N: float, n: float) -> float:
+    """The sampling approximation of the pair softmax's entropy: 2 log N + h_n (nats)."""
+    return 2 * math.log(N) + h_n(n)
+
+
+def critical_dim(N: float) -> float:
+    """The real root n* of 2 log N + h_n = 0: the post's threshold, ≈ 8.31 log N for large N."""
+    if N < 2:
+        raise ValueError("critical_dim needs N ≥ 2")
+    return float(brentq(lambda n: entropy_approximation(N, n), 2.0, 20 * math.log(N) + 50, xtol=1e-6))
+
+
+def sphere_vectors(count: int, n: int, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``count`` vectors uniform on the sphere of radius √n in R^n (so each component is O(1))."""
+    x = torch.randn(count, n, generator=generator, dtype=dtype, device="cpu").to(device)
+    return x * (math.sqrt(n) / x.norm(dim=1, keepdim=True))
+
+
+def pair_softmax_entropy(u: torch.Tensor, v: torch.Tensor, block: int = 2048) -> float:
+    """Exact entropy (nats) of p_ij ∝ exp⟨u_i, v_j⟩ over all N_u × N_v pairs, computed in row blocks:
+    H = log Z − E_p[s], with log Z = logsumexp over every pair."""
+    log_z_blocks, s_sum_blocks, max_blocks = [], [], []
+    for start in range(0, len(u), block):
+        s = u[start:start + block] @ v.T
+        m = s.max()
+        w = torch.exp(s - m)
+        log_z_blocks.append(torch.log(w.sum()) + m)
+        s_sum_blocks.append((w * s).sum())
+        max_blocks.append(m)
+    log_z_blocks = torch.stack(log_z_blocks)
+    log_z = torch.logsumexp(log_z_blocks, dim=0)
+    # Σ p_ij s_ij = Σ_blocks (Σ w s) e^{m_b} / Z
+    scale = torch.exp(torch.stack(max_blocks) - log_z)
+    mean_s = (torch.stack(s_sum_blocks) * scale).sum()
+    return float(log_z - mean_s)
+
+
+def jl_min_dim(points: torch.Tensor, eps: float, generator: torch.Generator | None = None,
+               candidates: list[int] | None = None) -> int:
+    """Smallest k (from ``candidates``, increasing) for which one Gaussian projection A ~ N(0, 1/k) keeps every
+    pairwise squared distance within a factor [1 − ε, 1 + ε]; the Johnson–Lindenstrauss lemma bounds it by
+    O(log N / ε²), e.g. 24 log N / ε² in the post's form. Returns −1 if no candidate works."""
+    points = points.double()
+    d2 = torch.cdist(points, points).pow(2)
+    mask = ~torch.eye(len(points), dtype=torch.bool)
+    for k in candidates or [2**i for i in range(1, 14)]:
+        a = torch.randn(points.shape[1], k, generator=generator, dtype=torch.float64) / math.sqrt(k)
+        y = points @ a
+        ratio = torch.cdist(y, y).pow(2)[mask] / d2[mask]
+        if ratio.min() >= 1 - eps and ratio.max() <= 1 + eps:
+            return k
+    return -1
