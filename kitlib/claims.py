@@ -74,20 +74,23 @@ class Claim:
 class ClaimsLedger:
     """The claims of one chapter, in the order they were checked. Re-checking an id replaces its row."""
 
-    def __init__(self, chapter: str):
+    def __init__(self, chapter: str, echo: bool = True):
         self.chapter = chapter
         self.claims: list[Claim] = []
+        self.echo = echo  # print each verdict under the cell that checked it
 
     # -- adding claims -------------------------------------------------------------------------
     def check(self, id: str, statement: str, source: str, value: Any, holds: bool, target: str, *,
-              hard: bool = True, reported: str = "") -> Claim:
-        """A claim whose condition the chapter evaluated itself; ``target`` says it in words."""
+              hard: bool = True, reported: str = "") -> None:
+        """A claim whose condition the chapter evaluated itself; ``target`` says it in words.
+        Prints the one-line verdict (``echo``); the row is in ``self.claims``."""
         claim = Claim(id, statement, source, _plain(value), target, bool(holds), hard, reported)
         self.claims = [c for c in self.claims if c.id != id] + [claim]
-        return claim
+        if self.echo:
+            print(repr(claim))
 
     def check_range(self, id: str, statement: str, source: str, value: float, *, low: float | None = None,
-                    high: float | None = None, hard: bool = True, reported: str = "") -> Claim:
+                    high: float | None = None, hard: bool = True, reported: str = "") -> None:
         """Holds when low ≤ value ≤ high (either bound may be omitted). NaN never holds."""
         value = float(value)
         holds = not math.isnan(value) and (low is None or value >= low) and (high is None or value <= high)
@@ -99,11 +102,11 @@ class ClaimsLedger:
             target = f"≤ {format_value(high)}"
         else:
             raise ValueError("check_range needs low or high")
-        return self.check(id, statement, source, value, holds, target, hard=hard, reported=reported)
+        self.check(id, statement, source, value, holds, target, hard=hard, reported=reported)
 
     def check_close(self, id: str, statement: str, source: str, value: float, expected: float, *,
                     rel_tol: float | None = None, abs_tol: float | None = None, hard: bool = True,
-                    reported: str = "") -> Claim:
+                    reported: str = "") -> None:
         """Holds when |value − expected| ≤ abs_tol, or ≤ rel_tol·|expected|."""
         if rel_tol is None and abs_tol is None:
             raise ValueError("check_close needs rel_tol or abs_tol")
@@ -111,8 +114,8 @@ class ClaimsLedger:
         tol = abs_tol if abs_tol is not None else rel_tol * abs(expected)
         holds = abs(value - expected) <= tol
         how = f"± {format_value(abs_tol)}" if abs_tol is not None else f"± {format_value(100 * rel_tol)} %"
-        return self.check(id, statement, source, value, holds, f"{format_value(expected)} {how}",
-                          hard=hard, reported=reported)
+        self.check(id, statement, source, value, holds, f"{format_value(expected)} {how}",
+                   hard=hard, reported=reported)
 
     # -- reading the ledger -------------------------------------------------------------------
     def failed(self, hard_only: bool = True) -> list[Claim]:

@@ -31,7 +31,7 @@ def _angle_grid(points: int) -> np.ndarray:
     return np.linspace(0.0, math.pi, points)[1:-1]   # the density vanishes at both ends for n > 2
 
 
-def h_n(n: float, points: int = 200_001) -> float:
+def h_n(n: float, points: int = 20_001) -> float:
     """h_n = log E[e^s] − E[s e^s]/E[e^s] with s = n cos θ, θ ~ p_n(θ) ∝ sin^{n−2} θ on (0, π).
 
     Computed by integration on a uniform θ-grid in log space (stable for n up to 10⁴; trapezoid
@@ -47,7 +47,7 @@ def h_n(n: float, points: int = 200_001) -> float:
     return float(log_mean_exp - (tilted * s).sum())
 
 
-def tilted_mean_cos(n: float, points: int = 200_001) -> float:
+def tilted_mean_cos(n: float, points: int = 20_001) -> float:
     """E[cos θ e^{n cos θ}] / E[e^{n cos θ}]: where the tilted angle law concentrates (→ 0.618)."""
     theta = _angle_grid(points)
     log_tilted = (n - 2) * np.log(np.sin(theta)) + n * np.cos(theta)
@@ -114,3 +114,39 @@ def jl_min_dim(points: torch.Tensor, eps: float, generator: torch.Generator | No
         if ratio.min() >= 1 - eps and ratio.max() <= 1 + eps:
             return k
     return -1
+
+
+def pair_cross_entropy(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """−Σ_ij P_ij log p_ij for the joint pair softmax p_ij = exp⟨u_i, v_j⟩ / Σ_kl exp⟨u_k, v_l⟩ and a target
+    distribution P over the N × N pairs (nats)."""
+    s = u @ v.T
+    return torch.logsumexp(s.flatten(), dim=0) - (target * s).sum()
+
+
+def fit_pair_softmax(target: torch.Tensor, dim: int, steps: int, lr: float = 0.05,
+                     generator: torch.Generator | None = None, init_scale: float = 0.1,
+                     held_out: torch.Tensor | None = None, eval_every: int = 50):
+    """Fit the skip-gram of the minimum-entropy post — one softmax over all N² pairs, two tables u, v ∈ R^{N×dim}
+    — to a target pair distribution by full-batch Adam on :func:`pair_cross_entropy`.
+
+    Returns (u, v, history) with history = {"step": [...], "train": [...], "held_out": [...]}."""
+    n_words = target.shape[0]
+    device, dtype = target.device, target.dtype
+    u = (init_scale * torch.randn(n_words, dim, generator=generator, dtype=dtype)).to(device).requires_grad_(True)
+    v = (init_scale * torch.randn(n_words, dim, generator=generator, dtype=dtype)).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([u, v], lr=lr)
+    history: dict[str, list[float]] = {"step": [], "train": [], "held_out": []}
+    for step in range(steps + 1):
+        loss = pair_cross_entropy(u, v, target)
+        if step % eval_every == 0 or step == steps:
+            history["step"].append(step)
+            history["train"].append(loss.item())
+            if held_out is not None:
+                with torch.no_grad():
+                    history["held_out"].append(pair_cross_entropy(u, v, held_out).item())
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return u.detach(), v.detach(), history

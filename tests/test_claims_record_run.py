@@ -17,9 +17,10 @@ from kitlib.record import (InvalidRecordError, claims_held, find_records, hard_f
 # --- claims -------------------------------------------------------------------------------------------
 def test_check_range_bounds_and_nan():
     ledger = ClaimsLedger("demo")
-    assert ledger.check_range("A", "s", "src", 0.5, low=0, high=1).holds
-    assert not ledger.check_range("B", "s", "src", 1.5, high=1).holds
-    assert not ledger.check_range("C", "s", "src", float("nan"), low=0).holds
+    ledger.check_range("A", "s", "src", 0.5, low=0, high=1)
+    ledger.check_range("B", "s", "src", 1.5, high=1)
+    ledger.check_range("C", "s", "src", float("nan"), low=0)
+    assert [c.holds for c in ledger.claims] == [True, False, False]
     assert ledger.claims[0].target == "in [0, 1]" and ledger.claims[1].target == "≤ 1"
     with pytest.raises(ValueError):
         ledger.check_range("D", "s", "src", 1.0)
@@ -27,9 +28,11 @@ def test_check_range_bounds_and_nan():
 
 def test_check_close_relative_and_absolute():
     ledger = ClaimsLedger("demo")
-    assert ledger.check_close("A", "s", "src", 1.02, 1.0, rel_tol=0.03).holds
-    assert not ledger.check_close("B", "s", "src", 1.05, 1.0, rel_tol=0.03).holds
-    assert ledger.check_close("C", "s", "src", 0.0, 1e-9, abs_tol=1e-8).holds
+    ledger.check_close("A", "s", "src", 1.02, 1.0, rel_tol=0.03)
+    ledger.check_close("B", "s", "src", 1.05, 1.0, rel_tol=0.03)
+    ledger.check_close("C", "s", "src", 0.0, 1e-9, abs_tol=1e-8)
+    assert [c.holds for c in ledger.claims] == [True, False, True]
+    assert ledger.claims[0].target == "1 ± 3 %"
 
 
 def test_rechecking_an_id_replaces_its_row():
@@ -54,9 +57,16 @@ def test_raise_if_failed_names_hard_failures_only():
 
 def test_claim_values_become_json():
     ledger = ClaimsLedger("demo")
-    claim = ledger.check("A", "s", "src", {"x": np.float64(1.5), "t": torch.tensor([1.0, 2.0])},
-                         holds=True, target="t")
-    assert json.loads(json.dumps(claim.as_record()))["value"] == {"x": 1.5, "t": [1.0, 2.0]}
+    ledger.check("A", "s", "src", {"x": np.float64(1.5), "t": torch.tensor([1.0, 2.0])}, holds=True, target="t")
+    assert json.loads(json.dumps(ledger.claims[0].as_record()))["value"] == {"x": 1.5, "t": [1.0, 2.0]}
+
+
+def test_each_verdict_is_printed_under_its_cell(capsys):
+    ledger = ClaimsLedger("demo")
+    ledger.check_range("A", "s", "src", 2.0, high=1, hard=False)
+    assert capsys.readouterr().out.strip() == "✗ A does not hold (soft): measured 2, target ≤ 1"
+    ClaimsLedger("quiet", echo=False).check_range("B", "s", "src", 0.0, high=1)
+    assert capsys.readouterr().out == ""
 
 
 # --- record -------------------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Offline text for the book: the Wikipedia excerpt and word-similarity sets that ship inside gensim's wheel
+(``gensim/test/test_data``), a Porter stemmer to match them, and co-occurrence counts.
+
+The excerpt (``head500.noblanks.cor``: 250 documents, 331k tokens) is already lower-cased, stop-word-free and
+Porter-stemmed, so similarity pairs are stemmed the same way before lookup.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .data import DataNotFoundError
+
+SIMILARITY_SETS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
+
+
+def gensim_test_data_dir() -> Path:
+    """Folder of the data files shipped in gensim's wheel (gensim is a dependency of kitlib)."""
+    spec = importlib.util.find_spec("gensim")
+    folder = Path(spec.submodule_search_locations[0]) / "test" / "test_data" if spec else None
+    if folder is None or not folder.exists():
+        raise DataNotFoundError("gensim's test data not found: install kitlib's dependencies "
+                                "(pip install -e .) — the corpus ships inside the gensim==4.4.0 wheel")
+    return folder
+
+
+def load_wiki_excerpt() -> list[list[str]]:
+    """The 250 stemmed Wikipedia documents of ``head500.noblanks.cor``, as token lists."""
+    path = gensim_test_data_dir() / "head500.noblanks.cor"
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def stem(word: str) -> str:
+    """Porter stem of a lower-cased word (gensim's implementation, the one the excerpt was stemmed with)."""
+    from gensim.parsing.porter import PorterStemmer
+
+    return PorterStemmer().stem(word.lower())
+
+
+def load_similarity_set(name: str) -> list[tuple[str, str, float]]:
+    """(word, word, human score) rows of WordSim-353 or SimLex-999."""
+    if name not in SIMILARITY_SETS:
+        raise ValueError(f"unknown similarity set {name!r}; choose one of {', '.join(SIMILARITY_SETS)}")
+    rows = []
+    for line in (gensim_test_data_dir() / SIMILARITY_SETS[name]).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        a, b, score = line.split("\t")[:3]
+        rows.append((a, b, float(score)))
+    return rows
+
+
+def top_vocabulary(documents: list[list[str]], size: int) -> dict[str, int]:
+    """The ``size`` most frequent tokens → index (ties broken by first appearance)."""
+    counts = Counter(token for doc in documents for token in doc)
+    return {word: i for i, (word, _) in enumerate(counts.most_common(size))}
+
+
+def cooccurrence_counts(documents: list[list[str]], vocabulary: dict[str, int], window: int) -> torch.Tensor:
+    """C[i, j] = number of times word j occurs within ``window`` positions of word i (both sides), counting
+    only in-vocabulary tokens, after dropping the others (the skip-gram (center, context) pairs)."""
+    n = len(vocabulary)
+    flat = torch.zeros(n * n, dtype=torch.float64)
+    for doc in documents:
+        ids = torch.tensor([vocabulary[t] for t in doc if t in vocabulary], dtype=torch.long)
+        for offset in range(1, window + 1):
+            if len(ids) <= offset:
+                break
+            centre, context = ids[:-offset], ids[offset:]
+            flat.index_add_(0, centre * n + context, torch.ones(len(centre), dtype=torch.float64))
+            flat.index_add_(0, context * n + centre, torch.ones(len(centre), dtype=torch.float64))
+    return flat.view(n, n)
