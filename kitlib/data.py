@@ -98,9 +98,11 @@ def synthetic_split(name: str, rng: np.random.Generator, n_train: int = 100, n_v
     return Split(*parts, num_classes=2)
 
 
-def digits_split(rng: np.random.Generator, label_noise: float = 0.0, n_val: int = 300, n_test: int = 497) -> Split:
+def digits_split(rng: np.random.Generator, label_noise: float = 0.0, n_val: int = 300, n_test: int = 497,
+                 standardise: bool = True) -> Split:
     """scikit-learn's bundled handwritten digits (1797 images of 8×8, 10 classes), standardised with the
-    training mean/std; label noise (uniform over the other classes) on train and validation only."""
+    training mean/std (or, with ``standardise=False``, pixels scaled to [0, 1]); label noise (uniform over the
+    other classes) on train and validation only."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -109,8 +111,10 @@ def digits_split(rng: np.random.Generator, label_noise: float = 0.0, n_val: int 
     n_train = len(y) - n_val - n_test
     if n_train <= 0:
         raise ValueError("n_val + n_test leave no training data (digits has 1797 images)")
-    mean, std = x[:n_train].mean(0), x[:n_train].std(0) + 1e-3
-    x = (x - mean) / std
+    if standardise:
+        x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-3)
+    else:
+        x = x / 16.0
     tr, va, te = slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, None)
     return Split(torch.from_numpy(x[tr]), torch.from_numpy(flip_labels(y[tr], label_noise, 10, rng)),
                  torch.from_numpy(y[tr]), torch.from_numpy(x[va]),

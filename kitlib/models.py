@@ -6,6 +6,7 @@
   only its own inputs and parameters, so it equals R separate models (tested). Many seeds and flood levels
   then cost one training loop — on a GPU that is the difference between launch-bound and busy.
 - :func:`resnet18_cifar`: ResNet-18 for 32×32 images (3×3 stem, no max-pool), as in common CIFAR code.
+- :func:`digits_cnn`: a small smooth (tanh) CNN for scikit-learn's 8×8 digits, flattened input of 64.
 """
 
 from __future__ import annotations
@@ -137,3 +138,11 @@ def resnet18_cifar(num_classes: int = 10, width: int = 64) -> nn.Module:
             c_in = width * mult
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
     return nn.Sequential(*layers)
+
+
+def digits_cnn(channels: int = 8, num_classes: int = 10) -> nn.Module:
+    """(n, 64) → view (n, 1, 8, 8) → conv 3×3 → tanh → conv 3×3 (stride 2) → tanh → linear. Smooth
+    activations keep gradient flow well approximated by small steps (chapter ``sgd-svm``)."""
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, channels, 3, padding=1), nn.Tanh(),
+                         nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(channels * 16, num_classes))

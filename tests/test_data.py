@@ -56,6 +56,8 @@ def test_digits_split_standardises_and_keeps_test_clean():
     assert torch.allclose(split.x_train.mean(0), torch.zeros(64), atol=1e-4)
     assert torch.equal(split.y_test, split.y_test_clean)
     assert (split.y_train != split.y_train_clean).float().mean().item() == pytest.approx(0.3, abs=0.001)
+    raw = digits_split(np.random.default_rng(0), standardise=False)
+    assert raw.x_train.min().item() == 0.0 and raw.x_train.max().item() == 1.0
 
 
 def _write_idx(path, array, compress):

@@ -1,0 +1,194 @@
+"""Tangent and path kernels of a trained network (Domingos 2020; Su, kexue.fm/archives/8009), chapter ``sgd-svm``.
+
+Gradient flow θ̇ = −Σ_i ℓ'_i ∇_θ f(x_i) moves the output at any query x by
+
+    d f(x)/dt = −Σ_i ⟨∇_θ f(x), ∇_θ f(x_i)⟩ ℓ'_i = −Σ_i K_θ(x, x_i) ℓ'_i        (tangent kernel K_θ)
+
+so f_T(x) = f_0(x) − Σ_i ∫ K_θ(t)(x, x_i) ℓ'_i(t) dt = β(x) + Σ_i α_i(x) K(x, x_i), with the path kernel
+K = ∫ K_θ(t) dt. With discrete steps Δθ_t the sum −η Σ_i K_t(x, x_i) ℓ'_{t,i} equals J(x; θ_t) Δθ_t, one
+Jacobian-vector product — so the reconstruction never needs the Gram itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+
+def flat_parameters(model: nn.Module) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """(θ as one flat vector, f(θ, x)): the model as a function of a flat parameter vector, for torch.func."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def forward(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        params = {n: t.view(s) for n, t, s in zip(names, flat.split(sizes), shapes)}
+        return functional_call(model, params, (x,))
+
+    return theta, forward
+
+
+def per_sample_jacobian(model: nn.Module, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """J[i, c, p] = ∂f_c(x_i)/∂θ_p, shape (n, C, P), by vmap over jacrev (no loop over samples)."""
+    theta0, forward = flat_parameters(model)
+    theta = theta0 if theta is None else theta
+    return vmap(jacrev(lambda t, xi: forward(t, xi.unsqueeze(0)).squeeze(0)), in_dims=(None, 0))(theta, x)
+
+
+def tangent_kernel_gram(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """K[i, j, c, d] = ⟨∇_θ f_c(x1_i), ∇_θ f_d(x2_j)⟩, shape (n1, n2, C, C): the tangent kernel at the current θ."""
+    j1 = per_sample_jacobian(model, x1)
+    j2 = j1 if x2 is x1 else per_sample_jacobian(model, x2)
+    return torch.einsum("icp,jdp->ijcd", j1, j2)
+
+
+def per_sample_jacobian_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The same (n, C, P) Jacobian by a Python loop of ``torch.autograd.grad`` over samples and outputs:
+    the slow reference that :func:`per_sample_jacobian` is tested and timed against."""
+    params = list(model.parameters())
+    rows = []
+    for xi in x:
+        out = model(xi.unsqueeze(0)).squeeze(0)
+        grads = [torch.autograd.grad(out[c], params, retain_graph=True) for c in range(out.shape[0])]
+        rows.append(torch.stack([torch.cat([g.reshape(-1) for g in gs]) for gs in grads]))
+    return torch.stack(rows)
+
+
+def tangent_kernel_gram_loop(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """:func:`tangent_kernel_gram` from the looped Jacobians (reference implementation)."""
+    return torch.einsum("icp,jdp->ijcd", per_sample_jacobian_loop(model, x1), per_sample_jacobian_loop(model, x2))
+
+
+@dataclass
+class Reconstruction:
+    """Outputs at the query points: the trained model's, and the path-kernel sums that rebuild it."""
+
+    initial: torch.Tensor     # f_0(x_q), (n_q, C)
+    final: torch.Tensor       # f_T(x_q)
+    euler: torch.Tensor       # f_0 + Σ_t J(x; θ_t) Δθ_t           = f_0 − η Σ_t Σ_i K_t(x, x_i) ℓ'_{t,i}
+    trapezoid: torch.Tensor   # f_0 + Σ_t ½ (J(x; θ_t) + J(x; θ_{t+1})) Δθ_t
+    train_loss: list
+
+    def relative_error(self, which: str = "euler") -> float:
+        """‖reconstruction − f_T‖ / ‖f_T − f_0‖ over the query points."""
+        rebuilt = getattr(self, which)
+        return float((rebuilt - self.final).norm() / (self.final - self.initial).norm())
+
+
+def train_and_reconstruct(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                          x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, lr: float,
+                          steps: int, batches: list[torch.Tensor] | None = None) -> Reconstruction:
+    """Train by gradient descent θ ← θ − η ∇L(θ) (full batch, or the given minibatch index per step: SGD,
+    Domingos's Remark 5) and accumulate the Euler and trapezoid path-kernel reconstructions at ``x_query``
+    with Jacobian-vector products. ``loss_fn(outputs, targets)`` is the training loss. The model is updated."""
+    theta, forward = flat_parameters(model)
+    theta = theta.clone()
+    initial = forward(theta, x_query).detach()
+    euler = initial.clone()
+    trapezoid = initial.clone()
+    losses = []
+    for step in range(steps):
+        idx = batches[step] if batches is not None else slice(None)
+        theta_req = theta.detach().requires_grad_(True)
+        loss = loss_fn(forward(theta_req, x_train[idx]), y_train[idx])
+        (grad,) = torch.autograd.grad(loss, theta_req)
+        losses.append(loss.item())
+        if not torch.isfinite(loss):
+            break
+        delta = -lr * grad
+        _, change_here = jvp(lambda t: forward(t, x_query), (theta,), (delta,))
+        _, change_next = jvp(lambda t: forward(t, x_query), (theta + delta,), (delta,))
+        euler += change_here
+        trapezoid += 0.5 * (change_here + change_next)
+        theta = theta + delta
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(theta, model.parameters())
+    final = forward(theta, x_query).detach()
+    return Reconstruction(initial, final, euler.detach(), trapezoid.detach(), losses)
+
+
+@dataclass
+class PathKernel:
+    """Accumulated kernels of a scalar-output model: K = Σ_t η K_t (the path kernel, Euler rule) and
+    A = −Σ_t η K_t ℓ'_t, both (n_q, n_train); and the train–train path-kernel Gram (n_train, n_train)."""
+
+    query_train: torch.Tensor
+    weighted: torch.Tensor
+    train_train: torch.Tensor
+    initial: torch.Tensor
+    final: torch.Tensor
+
+    def alpha(self) -> torch.Tensor:
+        """α_i(x) = A(x, x_i) / K(x, x_i): the K-weighted time average of −ℓ'_i, one per (query, train) pair."""
+        return self.weighted / self.query_train
+
+    def kernel_machine(self, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """β(x) + Σ_i α_i(x) K(x, x_i) with β = f_0; pass another α (e.g. frozen across x) to compare."""
+        alpha = self.alpha() if alpha is None else alpha
+        return self.initial + (alpha * self.query_train).sum(dim=1, keepdim=True)
+
+
+def accumulate_path_kernel(model: nn.Module, loss_derivative: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                           x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, lr: float,
+                           steps: int) -> PathKernel:
+    """Full-batch GD on a scalar-output model, building the tangent-kernel Grams at every step (costly: use
+    small problems). ``loss_derivative(f, y)`` returns ℓ'_i = ∂L/∂f(x_i) per training point (n_train,)."""
+    n_q, n_t = len(x_query), len(x_train)
+    dtype = x_train.dtype
+    query_train = torch.zeros(n_q, n_t, dtype=dtype)
+    weighted = torch.zeros(n_q, n_t, dtype=dtype)
+    train_train = torch.zeros(n_t, n_t, dtype=dtype)
+    theta, forward = flat_parameters(model)
+    initial = forward(theta, x_query).detach()
+    both = torch.cat([x_query, x_train])
+    jac = vmap(jacrev(lambda t, xi: forward(t, xi.unsqueeze(0)).squeeze()), in_dims=(None, 0))
+    for _ in range(steps):
+        j = jac(theta, both)                    # (n_q + n_t, P)
+        jq, jt = j[:n_q], j[n_q:]
+        k_qt = jq @ jt.T
+        f_train = forward(theta, x_train).squeeze(-1).detach()
+        d_loss = loss_derivative(f_train, y_train)
+        query_train += lr * k_qt
+        weighted += -lr * k_qt * d_loss
+        train_train += lr * (jt @ jt.T)
+        theta = theta - lr * (jt.T @ d_loss)    # ∇L = Σ_i ℓ'_i ∇f(x_i)
+    final = forward(theta, x_query).detach()
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(theta, model.parameters())
+    return PathKernel(query_train, weighted, train_train, initial, final)
+
+
+def accumulate_contributions(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                             x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, lr: float,
+                             steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-training-point terms of the Euler path-kernel sum for a vector-output model:
+
+        contribution[q, i, c] = −η Σ_t Σ_d K_t(x_q, x_i)[c, d] ℓ'_{t,i,d},   ℓ'_{t,i} = ∂L/∂f(x_i) at θ_t,
+
+    so f_0(x_q) + Σ_i contribution[q, i] is the Euler reconstruction. Returns (f_0(x_q), contributions).
+    Builds the query–train Gram each step: keep the number of queries small."""
+    theta, forward = flat_parameters(model)
+    initial = forward(theta, x_query).detach()
+    query_jacobian = jacrev(lambda t: forward(t, x_query))                        # (n_q, C, P)
+
+    def sample_gradient(t, xi, d_loss_i):
+        """Σ_d ℓ'_{i,d} ∇_θ f_d(x_i): one vector–Jacobian product per sample."""
+        _, pullback = vjp(lambda th: forward(th, xi.unsqueeze(0)).squeeze(0), t)
+        return pullback(d_loss_i)[0]
+
+    per_sample = vmap(sample_gradient, in_dims=(None, 0, 0))
+    contributions = torch.zeros(len(x_query), len(x_train), initial.shape[-1], dtype=initial.dtype)
+    for _ in range(steps):
+        outputs = forward(theta, x_train).detach().requires_grad_(True)
+        (d_loss,) = torch.autograd.grad(loss_fn(outputs, y_train), outputs)       # ℓ'_t, (n, C)
+        gradients = per_sample(theta, x_train, d_loss)                             # (n, P)
+        contributions += -lr * torch.einsum("qcp,ip->qic", query_jacobian(theta), gradients)
+        theta = theta - lr * gradients.sum(0)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(theta, model.parameters())
+    return initial, contributions
