@@ -58,11 +58,15 @@ class Claim:
     holds: bool
     hard: bool = True
     reported: str = ""
+    volatile: bool = False   # a timing or other run-to-run value: shown, but masked by nbval's sanitizer
+
+    def shown_value(self) -> str:
+        return format_value(self.value) + (" (timing)" if self.volatile else "")
 
     def __repr__(self) -> str:
         """One line, shown under the cell that checked the claim."""
         verdict = "holds" if self.holds else ("FAILS" if self.hard else "does not hold (soft)")
-        return f"{'✓' if self.holds else '✗'} {self.id} {verdict}: measured {format_value(self.value)}, target {self.target}"
+        return f"{'✓' if self.holds else '✗'} {self.id} {verdict}: measured {self.shown_value()}, target {self.target}"
 
     def as_record(self) -> dict[str, Any]:
         row = asdict(self)
@@ -81,16 +85,18 @@ class ClaimsLedger:
 
     # -- adding claims -------------------------------------------------------------------------
     def check(self, id: str, statement: str, source: str, value: Any, holds: bool, target: str, *,
-              hard: bool = True, reported: str = "") -> None:
+              hard: bool = True, reported: str = "", volatile: bool = False) -> None:
         """A claim whose condition the chapter evaluated itself; ``target`` says it in words.
-        Prints the one-line verdict (``echo``); the row is in ``self.claims``."""
-        claim = Claim(id, statement, source, _plain(value), target, bool(holds), hard, reported)
+        Prints the one-line verdict (``echo``); the row is in ``self.claims``. ``volatile`` marks values that
+        differ from run to run (timings): tests compare everything else of the table."""
+        claim = Claim(id, statement, source, _plain(value), target, bool(holds), hard, reported, volatile)
         self.claims = [c for c in self.claims if c.id != id] + [claim]
         if self.echo:
             print(repr(claim))
 
     def check_range(self, id: str, statement: str, source: str, value: float, *, low: float | None = None,
-                    high: float | None = None, hard: bool = True, reported: str = "") -> None:
+                    high: float | None = None, hard: bool = True, reported: str = "",
+                    volatile: bool = False) -> None:
         """Holds when low ≤ value ≤ high (either bound may be omitted). NaN never holds."""
         value = float(value)
         holds = not math.isnan(value) and (low is None or value >= low) and (high is None or value <= high)
@@ -102,7 +108,7 @@ class ClaimsLedger:
             target = f"≤ {format_value(high)}"
         else:
             raise ValueError("check_range needs low or high")
-        self.check(id, statement, source, value, holds, target, hard=hard, reported=reported)
+        self.check(id, statement, source, value, holds, target, hard=hard, reported=reported, volatile=volatile)
 
     def check_close(self, id: str, statement: str, source: str, value: float, expected: float, *,
                     rel_tol: float | None = None, abs_tol: float | None = None, hard: bool = True,
@@ -135,7 +141,7 @@ class ClaimsLedger:
     COLUMNS = ("", "id", "claim", "source", "measured", "target", "reported", "kind")
 
     def rows(self) -> list[tuple[str, ...]]:
-        return [("✓" if c.holds else "✗", c.id, c.statement, c.source, format_value(c.value), c.target,
+        return [("✓" if c.holds else "✗", c.id, c.statement, c.source, c.shown_value(), c.target,
                  c.reported or "—", "hard" if c.hard else "soft") for c in self.claims]
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ import kitlib.run as kr
 from kitlib.claims import ClaimsFailed, ClaimsLedger
 from kitlib.record import (InvalidRecordError, claims_held, find_records, hard_failures, validate_record,
                            write_json_atomic)
+
+
+ROOT_TESTS = Path(__file__).parent
 
 
 # --- claims -------------------------------------------------------------------------------------------
@@ -187,3 +191,14 @@ def test_scorecard_reads_latest_full_record_and_ignores_smoke(tmp_path):
     assert full["flooding"]["device_name"] == "NVIDIA H200"
     assert _summary(full["flooding"]).startswith("✗ 1/2 claims (full) · NVIDIA H200")
     assert _summary(None) == "—"
+
+
+def test_volatile_values_are_marked_for_the_sanitizer():
+    import re
+
+    ledger = ClaimsLedger("demo", echo=False)
+    ledger.check_range("T", "speed-up", "src", 7.25, low=20, hard=False, volatile=True)
+    assert "7.25 (timing)" in ledger._repr_html_() and "7.25 (timing)" in repr(ledger)
+    pattern = re.search(r"regex: (.*)", (ROOT_TESTS / "nbval_sanitize.cfg").read_text().split("[volatile-claim-values]")[1])
+    assert re.sub(pattern.group(1), "<TIMING>", repr(ledger)).count("<TIMING>") == 1
+    assert ledger.claims[0].as_record()["volatile"] is True
