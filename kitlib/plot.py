@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import matplotlib.pyplot as plt
 
 #: colours for recurring roles, so "no flooding" looks the same in every figure of a chapter

@@ -2,10 +2,8 @@
 chapter leaves the previous good outputs untouched, a good one writes a valid record."""
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 
 import nbformat
 import pytest
