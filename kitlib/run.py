@@ -102,6 +102,7 @@ class Run:
     config: Any
     rng: np.random.Generator
     smoke: bool = False
+    requested_device: str = "auto"     # as passed (the parameter); ``device`` is what it resolved to
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def describe(self) -> str:
@@ -124,7 +125,7 @@ class Run:
             "smoke": self.smoke,
             "device": self.device.type,
             "device_name": device_description(self.device),
-            "parameters": {"profile": self.profile, "seed": self.seed, "device": str(self.device.type)},
+            "parameters": {"profile": self.profile, "seed": self.seed, "device": self.requested_device},
             "config": config,
             "kernel_s": round(time.monotonic() - self.started_monotonic, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -161,6 +162,6 @@ def start(slug: str, *, profile: str, seed: int, device: str, profiles: Mapping[
         torch.set_num_threads(int(threads))
     rng = seed_everything(seed)
     run = Run(slug=slug, profile=profile, seed=seed, device=pick_device(device), config=config, rng=rng,
-              smoke=smoke)
+              smoke=smoke, requested_device=device)
     print(run.describe(), file=sys.stdout)
     return run

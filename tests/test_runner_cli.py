@@ -98,6 +98,7 @@ def test_runner_writes_notebook_and_valid_record(tmp_path):
     assert outcome.ok, outcome.message
     record = validate_record(json.loads((root / "out" / "flooding.json").read_text()))
     assert record["seed"] == 4 and record["profile"] == "quick" and record["claims"][0]["holds"]
+    assert record["parameters"]["device"] == "auto" and record["device"] in ("cpu", "cuda")
     nb = nbformat.read(root / "out" / "flooding.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters == {"profile": "quick", "seed": 4, "device": "auto"}
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
