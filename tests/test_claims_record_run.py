@@ -189,7 +189,10 @@ def test_scorecard_reads_latest_full_record_and_ignores_smoke(tmp_path):
     book, full = _records(tmp_path)
     assert book["flooding"]["profile"] == "quick"
     assert full["flooding"]["device_name"] == "NVIDIA H200"
-    assert _summary(full["flooding"]).startswith("✗ 1/2 claims (full) · NVIDIA H200")
+    assert _summary(full["flooding"]).startswith("✓ 1/2 claims (1 soft not holding) (full) · NVIDIA H200")
+    failing = _record()
+    failing["claims"][0]["holds"] = False
+    assert _summary(failing).startswith("✗ 0/2 claims (1 soft not holding) · CPU")
     assert _summary(None) == "—"
 
 
