@@ -146,9 +146,8 @@ def accumulate_path_kernel(model: nn.Module, loss_derivative: Callable[[torch.Te
     theta, forward = flat_parameters(model)
     initial = forward(theta, x_query).detach()
     both = torch.cat([x_query, x_train])
-    jac = vmap(jacrev(lambda t, xi: forward(t, xi.unsqueeze(0)).squeeze()), in_dims=(None, 0))
     for _ in range(steps):
-        j = jac(theta, both)                    # (n_q + n_t, P)
+        j = per_sample_jacobian(model, both, theta)[:, 0]    # scalar output: (n_q + n_t, P)
         jq, jt = j[:n_q], j[n_q:]
         k_qt = jq @ jt.T
         f_train = forward(theta, x_train).squeeze(-1).detach()
