@@ -74,3 +74,21 @@ def cooccurrence_counts(documents: list[list[str]], vocabulary: dict[str, int], 
             flat.index_add_(0, centre * n + context, torch.ones(len(centre), dtype=torch.float64))
             flat.index_add_(0, context * n + centre, torch.ones(len(centre), dtype=torch.float64))
     return flat.view(n, n)
+
+
+def load_python_docs() -> str:
+    """The English text of CPython's ``pydoc_data.topics`` (79 reference topics, 465k characters), joined
+    in sorted topic order: an offline corpus that ships with every Python installation."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as error:  # some distributions strip pydoc_data
+        raise DataNotFoundError("CPython's pydoc_data is missing from this Python installation: install "
+                                "the full standard library (e.g. the python3-doc or python3.11 package)") from error
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def character_tokens(text: str) -> tuple[torch.Tensor, list[str]]:
+    """Character-level tokens of ``text`` and the sorted alphabet they index."""
+    alphabet = sorted(set(text))
+    index = {c: i for i, c in enumerate(alphabet)}
+    return torch.tensor([index[c] for c in text], dtype=torch.long), alphabet

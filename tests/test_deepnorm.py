@@ -1,0 +1,286 @@
+"""kitlib.deepnorm, kitlib.transformer and kitlib.gau against the paper's table, closed forms and loops."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from kitlib.deepnorm import (
+    ARCHITECTURES,
+    FFNStack,
+    deepnorm_alpha_beta,
+    loglog_slope,
+    one_step_update,
+    residual_jacobian_gain,
+    su_alpha_lambda,
+    update_size_sweep,
+)
+from kitlib.gau import diagonal_estimate, gau_forward, gau_output_ratio, swish_moments
+from kitlib.text import character_tokens, load_python_docs
+from kitlib.transformer import (
+    TinyTransformerLM,
+    is_weight_matrix,
+    lm_one_step_update,
+    random_windows,
+    train_language_model,
+)
+
+
+# values worked out by hand from the paper's table (Wang et al. 2022, Fig. 2) — see the reference notes
+@pytest.mark.parametrize("layers, alpha, beta", [(6, 1.8612, 0.3799), (18, 2.4495, 0.2887),
+                                                 (100, 3.7606, 0.1880), (1000, 6.6874, 0.1057)])
+def test_deepnorm_encoder_only_and_decoder_only(layers, alpha, beta):
+    encoder = deepnorm_alpha_beta(layers, 0)
+    decoder = deepnorm_alpha_beta(0, layers)
+    assert encoder["decoder"] is None and decoder["encoder"] is None
+    for a, b in (encoder["encoder"], decoder["decoder"]):
+        assert a == pytest.approx(alpha, rel=1e-4) and b == pytest.approx(beta, rel=1e-3)
+        assert b / a == pytest.approx(1 / math.sqrt(4 * layers), rel=1e-12)
+
+
+def test_deepnorm_encoder_decoder():
+    constants = deepnorm_alpha_beta(6, 6)
+    assert constants["encoder"] == pytest.approx((1.4179, 0.4970), rel=1e-3)
+    assert constants["decoder"] == pytest.approx((2.0598, 0.3433), rel=1e-3)
+    # the paper's 0.81 and 0.87 are 27^{-1/16} and 27^{1/16}/√2 rounded (App. C)
+    assert 27 ** (-1 / 16) == pytest.approx(0.81, abs=0.005)
+    assert 27 ** (1 / 16) / math.sqrt(2) == pytest.approx(0.87, abs=0.005)
+
+
+@pytest.mark.parametrize("bad", [(0, 0), (-1, 3), (float("nan"), 2), ("6", 0)])
+def test_deepnorm_rejects_bad_layer_counts(bad):
+    with pytest.raises(ValueError):
+        deepnorm_alpha_beta(*bad)
+
+
+@pytest.mark.parametrize("sublayers", [4, 36, 2000])
+def test_su_constants_satisfy_their_conditions(sublayers):
+    alpha, lam = su_alpha_lambda(sublayers, "sgd")
+    assert lam / alpha == pytest.approx(sublayers**-0.5) and lam * alpha == pytest.approx(1)
+    alpha, lam = su_alpha_lambda(sublayers, "adam")
+    assert lam / alpha == pytest.approx(1 / sublayers) and lam * alpha == pytest.approx(1)
+    alpha, lam = su_alpha_lambda(sublayers, "lamb")
+    assert alpha == 1 and lam**2 / alpha == pytest.approx(1 / sublayers)
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        su_alpha_lambda(sublayers, "rmsprop")
+
+
+def test_plain_stack_preserves_norms_exactly():
+    stack = FFNStack(16, 40, "plain", generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 16)
+    assert torch.allclose(stack(x).norm(dim=-1), x.norm(dim=-1), rtol=1e-4)
+
+
+def layer_norm_loop(h):
+    return torch.stack([(row - row.mean()) / torch.sqrt(row.var(unbiased=False) + 1e-5) for row in h])
+
+
+@pytest.mark.parametrize("architecture", sorted(set(ARCHITECTURES) - {"plain"}))
+def test_stack_forward_matches_its_formula(architecture):
+    depth, width = 6, 8
+    stack = FFNStack(width, depth, architecture, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, width)
+    h = x.clone()
+    for l in range(depth):
+        branch = lambda t: torch.clamp(t @ stack.w1[l], min=0) @ stack.w2[l]  # noqa: E731
+        if architecture == "residual":
+            h = h + branch(h) / math.sqrt(depth)
+        elif architecture == "post_ln":
+            h = layer_norm_loop(h + branch(h))
+        elif architecture == "pre_ln":
+            h = h + branch(layer_norm_loop(h))
+        elif architecture == "labml":
+            h = layer_norm_loop(h + stack.alpha * branch(h))
+        else:
+            h = layer_norm_loop(stack.alpha * h + branch(h))
+    if architecture == "pre_ln":
+        h = layer_norm_loop(h)
+    assert torch.allclose(stack(x), h, atol=1e-5)
+
+
+def test_stack_initialisation_scales():
+    depth, width = 64, 256
+    gen = torch.Generator().manual_seed(2)
+    alpha, beta = deepnorm_alpha_beta(depth / 2, 0)["encoder"]
+    stack = FFNStack(width, depth, "deepnorm", generator=gen)
+    assert stack.alpha == pytest.approx(alpha)
+    assert float(stack.w1.detach().std()) == pytest.approx(beta * math.sqrt(2 / width), rel=0.01)
+    assert float(stack.w2.detach().std()) == pytest.approx(beta * math.sqrt(1 / width), rel=0.01)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        FFNStack(width, depth, "rezero")
+
+
+def test_one_step_sgd_matches_first_order_change_and_a_manual_step():
+    gen = torch.Generator().manual_seed(3)
+    stack = FFNStack(8, 5, "post_ln", generator=gen).double()
+    x, y = torch.randn(6, 8, generator=gen).double(), torch.randn(6, 8, generator=gen).double()
+    lr = 1e-6
+    result = one_step_update(stack, x, y, "sgd", lr)
+    # −η‖g‖² is the first-order change; the relative error is O(η)
+    assert result["loss_change"] == pytest.approx(-lr * result["grad_sq"], rel=1e-3)
+    # manual step with autograd
+    params = list(stack.parameters())
+    loss = 0.5 * (stack(x) - y).pow(2).sum(-1).mean()
+    grads = torch.autograd.grad(loss, params)
+    assert sum(float(g.pow(2).sum()) for g in grads) == pytest.approx(result["grad_sq"], rel=1e-10)
+    before = stack(x).detach()
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p -= lr * g
+        update = (stack(x) - before).pow(2).sum(-1).mean().sqrt()
+    assert result["update"] == pytest.approx(float(update), rel=1e-6)
+
+
+def test_first_adam_step_is_a_sign_step():
+    gen = torch.Generator().manual_seed(4)
+    stack = FFNStack(8, 4, "deepnorm", generator=gen).double()
+    x, y = torch.randn(6, 8, generator=gen).double(), torch.randn(6, 8, generator=gen).double()
+    lr = 1e-7
+    result = one_step_update(stack, x, y, "adam", lr)
+    # η g / (|g| + 1e-8) = η sign(g) up to the ε: the loss changes by −η‖g‖₁ to first order
+    assert result["loss_change"] == pytest.approx(-lr * result["grad_l1"], rel=1e-3)
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        one_step_update(stack, x, y, "lbfgs", lr)
+
+
+def test_one_step_update_leaves_the_model_unchanged():
+    stack = FFNStack(8, 3, "residual", generator=torch.Generator().manual_seed(5))
+    before = [p.detach().clone() for p in stack.parameters()]
+    one_step_update(stack, torch.randn(4, 8), torch.randn(4, 8), "sgd", 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(before, stack.parameters()))
+
+
+def test_loglog_slope_of_a_power_law():
+    x = np.array([4, 16, 64, 256])
+    assert loglog_slope(x, 3 * x**0.5) == pytest.approx(0.5)
+    assert loglog_slope(x, 2 / x) == pytest.approx(-1)
+
+
+def test_residual_jacobian_gain_matches_the_full_jacobian():
+    width, depth, eps = 6, 4, 0.5
+    gain = residual_jacobian_gain(width, depth, eps, 3, generator=torch.Generator().manual_seed(6))
+    # replay the same draws, then build the whole Jacobian of each sample with autograd.functional
+    gen = torch.Generator().manual_seed(6)
+    stack = FFNStack(width, depth, "residual", generator=gen)
+    x = torch.randn(3, width, generator=gen)
+    v = torch.randn(3, width, generator=gen)
+
+    def network(sample):
+        h = sample
+        for l in range(depth):
+            h = h + eps * stack.branch(h, l)
+        return h
+
+    for i in range(3):
+        jacobian = torch.autograd.functional.jacobian(network, x[i])
+        expected = (v[i] @ jacobian).pow(2).sum() / v[i].pow(2).sum()
+        assert float(gain[i]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_swish_moments_against_monte_carlo():
+    mean, second = swish_moments()
+    x = torch.randn(4_000_000, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    s = F.silu(x)
+    assert abs(mean - float(s.mean())) < 4 * float(s.std()) / 2000
+    assert abs(second - float(s.pow(2).mean())) < 4 * float(s.pow(2).std()) / 2000
+    assert diagonal_estimate(128, 512) == pytest.approx(128 * second**3 / 512)
+
+
+def test_gau_forward_matches_a_loop_over_tokens():
+    gen = torch.Generator().manual_seed(8)
+    n, d, e, s = 5, 4, 6, 3
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w_u, w_v, w_o = (torch.randn(*shape, generator=gen, dtype=torch.float64)
+                     for shape in ((d, e), (d, e), (e, d)))
+    w_z = torch.randn(d, s, generator=gen, dtype=torch.float64)
+    swish = lambda t: t / (1 + torch.exp(-t))  # noqa: E731
+    rows = []
+    for i in range(n):
+        z_i = swish(x[i] @ w_z)
+        mixed = sum(max(float(z_i @ swish(x[j] @ w_z)), 0.0) ** 2 / (n * s) * swish(x[j] @ w_v) for j in range(n))
+        rows.append((swish(x[i] @ w_u) * mixed) @ w_o)
+    assert torch.allclose(gau_forward(x, w_u, w_v, w_z, w_o), torch.stack(rows), atol=1e-10)
+    ratio = gau_output_ratio(64, 32, 64, 16, generator=torch.Generator().manual_seed(0))
+    assert 0 < ratio < 1
+
+
+def test_transformer_is_causal_and_deepnorm_scales_the_right_weights():
+    torch.manual_seed(0)
+    model = TinyTransformerLM(20, 30, "deepnorm", width=64, ffn_width=128, heads=2, context=16)
+    alpha, beta = deepnorm_alpha_beta(0, 30)["decoder"]
+    assert model.alpha == pytest.approx(alpha)
+    block = model.blocks[0]
+    xavier = math.sqrt(2 / (64 + 64))
+    assert float(block.q.weight.detach().std()) == pytest.approx(xavier, rel=0.05)
+    assert float(block.v.weight.detach().std()) == pytest.approx(beta * xavier, rel=0.05)
+    assert float(block.fc1.weight.detach().std()) == pytest.approx(beta * math.sqrt(2 / (64 + 128)), rel=0.05)
+    tokens = torch.randint(0, 20, (2, 16))
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 20
+    with torch.no_grad():
+        assert torch.allclose(model(tokens)[:, :10], model(changed)[:, :10], atol=1e-5)
+        assert not torch.allclose(model(tokens)[:, 10:], model(changed)[:, 10:])
+
+
+def test_transformer_block_formula():
+    torch.manual_seed(1)
+    for norm in ("deepnorm", "scaled", "post_ln", "pre_ln"):
+        model = TinyTransformerLM(10, 3, norm, context=8)
+        block, x = model.blocks[0], torch.randn(2, 8, 64)
+        with torch.no_grad():
+            out = block(x)
+            if norm == "deepnorm":
+                h = block.ln_attn(model.alpha * x + block.attention(x))
+                expected = block.ln_ffn(model.alpha * h + block.ffn(h))
+            elif norm == "scaled":
+                h = x + block.attention(x) / math.sqrt(6)
+                expected = h + block.ffn(h) / math.sqrt(6)
+            elif norm == "post_ln":
+                h = block.ln_attn(x + block.attention(x))
+                expected = block.ln_ffn(h + block.ffn(h))
+            else:
+                h = x + block.attention(block.ln_attn(x))
+                expected = h + block.ffn(block.ln_ffn(h))
+        assert torch.allclose(out, expected, atol=1e-5), norm
+
+
+def test_language_model_training_lowers_the_loss_and_tracks_the_update():
+    tokens, alphabet = character_tokens(load_python_docs()[:20000])
+    assert "".join(alphabet[t] for t in tokens[:50].tolist()) == load_python_docs()[:50]
+    torch.manual_seed(2)
+    model = TinyTransformerLM(len(alphabet), 2, "pre_ln", context=16)
+    gen = torch.Generator().manual_seed(2)
+    probe = random_windows(tokens, 4, 16, torch.Generator().manual_seed(3))[:, :-1]
+    history = train_language_model(model, tokens, steps=60, batch=8, length=16, lr=3e-3, warmup=5,
+                                   generator=gen, probe=probe, progress=False)
+    assert len(history["loss"]) == len(history["update"]) == 60 and history["diverged"] is None
+    assert np.mean(history["loss"][-10:]) < history["loss"][0] - 0.5
+    assert history["update"][0] > 0
+
+
+def test_update_size_sweep_is_one_step_update_per_cell():
+    sweep = update_size_sweep(["post_ln", "plain"], [3, 5], [11, 12], "sgd", 1e-2, width=8, batch=4,
+                              progress=False)
+    gen = torch.Generator().manual_seed(12)
+    stack = FFNStack(8, 5, "plain", generator=gen)
+    x, y = torch.randn(4, 8, generator=gen), torch.randn(4, 8, generator=gen)
+    expected = one_step_update(stack, x, y, "sgd", 1e-2)
+    assert sweep["plain"]["update"][1, 1] == pytest.approx(expected["update"], rel=1e-6)
+    assert sweep["plain"]["grad_sq"][1, 1] == pytest.approx(expected["grad_sq"], rel=1e-6)
+    assert sweep["post_ln"]["update"].shape == (2, 2)
+
+
+def test_lm_one_step_update_matrices_only_moves_only_matrices():
+    torch.manual_seed(3)
+    model = TinyTransformerLM(12, 2, "deepnorm", context=8)
+    windows = torch.randint(0, 12, (3, 9))
+    names = [n for n, _ in model.named_parameters() if is_weight_matrix(n)]
+    assert names and all(".ln_" not in n and n.startswith("blocks.") for n in names)
+    assert {"blocks.0.q.weight", "blocks.0.fc2.weight"} <= set(names)
+    everything = lm_one_step_update(model, windows, "adam", 1e-3)
+    matrices = lm_one_step_update(model, windows, "adam", 1e-3, matrices_only=True)
+    assert 0 < matrices["update"] < everything["update"]
+    # Adam's first step moves every trained element by ≈ lr, so ‖Δθ‖₁ ≈ lr × (number of elements)
+    assert matrices["grad_l1"] < everything["grad_l1"]
