@@ -112,10 +112,15 @@ def test_stack_initialisation_scales():
         FFNStack(width, depth, "rezero")
 
 
+def small_problem(seed, depth, architecture):
+    """A float64 stack of width 8 with a batch of 6 inputs and targets."""
+    gen = torch.Generator().manual_seed(seed)
+    stack = FFNStack(8, depth, architecture, generator=gen).double()
+    return stack, torch.randn(6, 8, generator=gen).double(), torch.randn(6, 8, generator=gen).double()
+
+
 def test_one_step_sgd_matches_first_order_change_and_a_manual_step():
-    gen = torch.Generator().manual_seed(3)
-    stack = FFNStack(8, 5, "post_ln", generator=gen).double()
-    x, y = torch.randn(6, 8, generator=gen).double(), torch.randn(6, 8, generator=gen).double()
+    stack, x, y = small_problem(3, 5, "post_ln")
     lr = 1e-6
     result = one_step_update(stack, x, y, "sgd", lr)
     # −η‖g‖² is the first-order change; the relative error is O(η)
@@ -134,9 +139,7 @@ def test_one_step_sgd_matches_first_order_change_and_a_manual_step():
 
 
 def test_first_adam_step_is_a_sign_step():
-    gen = torch.Generator().manual_seed(4)
-    stack = FFNStack(8, 4, "deepnorm", generator=gen).double()
-    x, y = torch.randn(6, 8, generator=gen).double(), torch.randn(6, 8, generator=gen).double()
+    stack, x, y = small_problem(4, 4, "deepnorm")
     lr = 1e-7
     result = one_step_update(stack, x, y, "adam", lr)
     # η g / (|g| + 1e-8) = η sign(g) up to the ε: the loss changes by −η‖g‖₁ to first order
