@@ -54,3 +54,21 @@ def exact_w1(x, y):
     cost = cdist(rows_x, rows_y)  # per-pair differences: exactly 0 for equal points
     a, b = ot.unif(rows_x.shape[0]), ot.unif(rows_y.shape[0])
     return float(ot.emd2(a, b, cost))
+
+
+def c_transform(potential: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """φ^c(y_j) = min_i [c(x_i, y_j) − φ(x_i)] over the points x_i where φ is known (a batch or a set).
+
+    ``potential``: φ(x_i), shape (m,); ``cost``: c(x_i, y_j), shape (m, n). Returns shape (n,). Differentiable
+    in both (the gradient flows through the minimising i of each column)."""
+    if cost.ndim != 2 or potential.shape != cost.shape[:1]:
+        raise ValueError(f"potential must have shape (m,) for a cost of shape (m, n); got {tuple(potential.shape)} "
+                         f"and {tuple(cost.shape)}")
+    return (cost - potential[:, None]).min(dim=0).values
+
+
+def c_transform_value(potential: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """The dual value mean_i φ(x_i) + mean_j φ^c(y_j). Since φ(x_i) + φ^c(y_j) ≤ c(x_i, y_j) for every pair,
+    integrating against an optimal plan gives value ≤ W1 for *any* φ (weak duality), with equality at an optimal
+    Kantorovich potential."""
+    return potential.mean() + c_transform(potential, cost).mean()

@@ -6,7 +6,7 @@ import torch
 from scipy.optimize import linear_sum_assignment, linprog
 from scipy.spatial.distance import cdist
 
-from kitlib.ot import exact_w1
+from kitlib.ot import c_transform_value, exact_w1
 
 
 def w1_by_linprog(x, y):
@@ -74,3 +74,30 @@ def test_tensor_input_is_differentiable_and_matches_finite_differences():
 def test_bad_input_is_refused(x, y, message):
     with pytest.raises(ValueError, match=message):
         exact_w1(x, y)
+
+
+def test_c_transform_against_a_loop_and_weak_duality():
+    from kitlib.ot import c_transform, c_transform_value
+
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(7, 3, generator=gen, dtype=torch.float64), torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    cost = torch.cdist(x, y)
+    for _ in range(20):   # any potential: the dual value never exceeds W1
+        phi = 2 * torch.randn(7, generator=gen, dtype=torch.float64)
+        loop = torch.tensor([min(float(cost[i, j] - phi[i]) for i in range(7)) for j in range(5)], dtype=torch.float64)
+        assert torch.allclose(c_transform(phi, cost), loop)
+        assert float(c_transform_value(phi, cost)) <= exact_w1(x.numpy(), y.numpy()) + 1e-12
+    with pytest.raises(ValueError, match="shape"):
+        c_transform(torch.zeros(3), cost)
+
+
+def test_c_transform_value_reaches_w1_at_an_optimal_potential():
+    """Kantorovich duality: for m = n the LP dual solved by POT gives a potential whose value equals W1."""
+    import ot
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(12, 2)), rng.normal(size=(12, 2))
+    cost = cdist(x, y)
+    _, log = ot.emd(ot.unif(12), ot.unif(12), cost, log=True)
+    value = c_transform_value(torch.tensor(log["u"]), torch.tensor(cost))
+    assert float(value) == pytest.approx(exact_w1(x, y), abs=1e-9)
