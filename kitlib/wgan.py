@@ -62,6 +62,31 @@ def mlp(sizes: list[int], activation=nn.ReLU) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Unflatten8x8(nn.Module):
+    """(n, 64) → (n, 1, 8, 8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, 1, 8, 8)
+
+
+def dcgan_digits(noise_dim: int, width: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """DCGAN-style generator and critic for 8×8 images given as flat vectors of 64 pixels, shaped like the
+    WGAN-GP MNIST code scaled to 8×8: G = Linear → 2w×2×2 → ConvT(4, stride 2) → w×4×4 → ConvT → 1×8×8 → sigmoid;
+    D = Conv(4, stride 2) → w×4×4 → Conv → 2w×2×2 → Linear → 1, LeakyReLU(0.2), no normalisation (GP)."""
+    generator = nn.Sequential(
+        nn.Linear(noise_dim, 2 * width * 4), nn.ReLU(), nn.Unflatten(1, (2 * width, 2, 2)),
+        nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Sigmoid(), nn.Flatten(1),
+    )
+    critic = nn.Sequential(
+        Unflatten8x8(),
+        nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Flatten(1), nn.Linear(2 * width * 4, 1),
+    )
+    return generator, critic
+
+
 def input_gradient_norms(critic: nn.Module, points: torch.Tensor) -> torch.Tensor:
     """‖∇_x D(x)‖ at each point, with a graph through it (so penalties built on it can be trained)."""
     points = points.detach().requires_grad_(True)
@@ -141,8 +166,10 @@ def train_static_critic(method: str, critic: nn.Module, real: torch.Tensor, fake
 
 def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width: int, iterations: int,
                batch: int, critic_steps: int = 5, lr: float = 1e-4, penalty_weight: float = 10.0,
-               generator: torch.Generator, device="cpu", track_every: int = 100, progress: bool = True):
-    """WGAN with 3-hidden-layer ReLU MLPs for G and D, Adam(lr, β = (0.5, 0.9)) for both, ``critic_steps``
+               generator: torch.Generator, device="cpu", track_every: int = 100, progress: bool = True,
+               networks: str = "mlp"):
+    """WGAN with 3-hidden-layer ReLU MLPs for G and D (``networks="dcgan"``: :func:`dcgan_digits`, for 8×8
+    images), Adam(lr, β = (0.5, 0.9)) for both, ``critic_steps``
     critic updates per generator update (the WGAN-GP toy settings). ``method``: "gp" or "ctransform"; the
     c-transform generator minimises mean φ^c(G(z)) over the real batch.
 
@@ -150,8 +177,15 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
     exact W1 of one fresh (real, fake) batch pair are recorded. Returns (G, D, history)."""
     if method not in ("gp", "ctransform"):
         raise ValueError(f"unknown method {method!r}; choose 'gp' or 'ctransform'")
-    gen_net = mlp([noise_dim, width, width, width, data_dim]).to(device)
-    critic = mlp([data_dim, width, width, width, 1]).to(device)
+    if networks == "mlp":
+        gen_net = mlp([noise_dim, width, width, width, data_dim])
+        critic = mlp([data_dim, width, width, width, 1])
+    elif networks == "dcgan" and data_dim == 64:
+        gen_net, critic = dcgan_digits(noise_dim, width)
+    else:
+        raise ValueError(f"networks must be 'mlp' or 'dcgan' (8×8 images, data_dim 64); got {networks!r} "
+                         f"with data_dim {data_dim}")
+    gen_net, critic = gen_net.to(device), critic.to(device)
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     noise = lambda n: torch.randn(n, noise_dim, generator=generator).to(device)  # noqa: E731

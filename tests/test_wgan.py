@@ -121,3 +121,18 @@ def test_static_ctransform_critic_approaches_w1_from_below():
     assert 0.9 * w1 < history["estimate"][-1] <= w1 + 1e-5   # full-set dual value: weak duality
     with pytest.raises(ValueError, match="unknown method"):
         train_static_critic("clip", critic, real, fake, steps=1, batch=8, lr=1e-3, generator=gen)
+
+
+def test_dcgan_digits_shapes_and_gradient_penalty():
+    from kitlib.wgan import dcgan_digits
+
+    torch.manual_seed(7)
+    generator, critic = dcgan_digits(16, 8)
+    images = generator(torch.randn(5, 16))
+    images = images.detach()
+    assert images.shape == (5, 64) and float(images.min()) >= 0 and float(images.max()) <= 1
+    assert critic(images).shape == (5, 1)
+    gen = torch.Generator().manual_seed(7)
+    penalty = gradient_penalty(critic, torch.rand(5, 64), images, gen)
+    penalty.backward()   # double backward through the convolutions
+    assert critic[1].weight.grad is not None
