@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .train import progress_bar
+
 
 def deepnorm_alpha_beta(encoder_layers: float, decoder_layers: float) -> dict:
     """DeepNorm's constants (Wang et al. 2022, Table/Fig. 2) for N encoder and M decoder layers.
@@ -198,15 +200,10 @@ def update_size_sweep(architectures, depths, seeds, optimiser: str, lr: float, *
 
     Seed s draws the weights, a batch x ~ N(0, I) and targets y ~ N(0, I) (the same for every architecture).
     Returns ``{architecture: {"update": array (depths, seeds), "grad_sq": array (depths, seeds)}}``."""
-    import os
-
-    from tqdm import tqdm
-
-    silent = not progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
     cells = [(a, i, j) for a in architectures for i in range(len(depths)) for j in range(len(seeds))]
     out = {a: {"update": np.zeros((len(depths), len(seeds))), "grad_sq": np.zeros((len(depths), len(seeds)))}
            for a in architectures}
-    for arch, i, j in tqdm(cells, desc=f"one {optimiser} step", disable=silent, leave=False):
+    for arch, i, j in progress_bar(cells, f"one {optimiser} step", progress):
         gen = torch.Generator().manual_seed(int(seeds[j]))
         stack = FFNStack(width, depths[i], arch, generator=gen).to(device)
         x = torch.randn(batch, width, generator=gen).to(device)

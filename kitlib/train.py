@@ -48,6 +48,13 @@ class History:
         return torch.stack([torch.as_tensor(v) for v in self.evals[name]]).cpu().numpy()
 
 
+def progress_bar(iterable, desc: str, progress: bool = True):
+    """``tqdm(iterable)`` that disappears when done and is silent with ``progress=False`` or ``TQDM_DISABLE=1``
+    (an explicit ``disable=`` overrides tqdm's own reading of the variable, so it is honoured here)."""
+    silent = not progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    return tqdm(iterable, desc=desc, disable=silent, leave=False)
+
+
 def fit(model: torch.nn.Module, optimiser: torch.optim.Optimizer,
         loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor], batches: Callable[[int], Iterable[Any]],
         epochs: int, *, objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -78,9 +85,7 @@ def fit(model: torch.nn.Module, optimiser: torch.optim.Optimizer,
 
     run_evaluation(0)
     step = 0
-    # an explicit disable= overrides tqdm's TQDM_DISABLE default, so honour the variable here
-    silent = not progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=silent, leave=False):
+    for epoch in progress_bar(range(1, epochs + 1), desc, progress):
         model.train()
         for batch in batches(epoch):
             loss = loss_fn(model, batch)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .deepnorm import deepnorm_alpha_beta, su_alpha_lambda
+from .train import progress_bar
 
 NORMS = ("post_ln", "pre_ln", "deepnorm", "su_adam", "scaled")
 
@@ -37,7 +38,9 @@ class Block(nn.Module):
         self.heads, self.norm, self.alpha, self.branch_scale = heads, norm, alpha, branch_scale
         self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
         self.fc1, self.fc2 = nn.Linear(width, ffn_width), nn.Linear(ffn_width, width)
-        self.ln_attn, self.ln_ffn = nn.LayerNorm(width), nn.LayerNorm(width)
+        # the scaled residual has no LayerNorm inside its blocks
+        self.ln_attn, self.ln_ffn = ((nn.Identity(), nn.Identity()) if norm == "scaled"
+                                     else (nn.LayerNorm(width), nn.LayerNorm(width)))
         for layer in (self.q, self.k, self.v, self.o, self.fc1, self.fc2):
             scaled = layer in (self.v, self.o, self.fc1, self.fc2)
             nn.init.xavier_normal_(layer.weight, gain=beta if scaled else 1.0)
@@ -150,22 +153,16 @@ def train_language_model(model: TinyTransformerLM, tokens: torch.Tensor, *, step
     A non-finite loss stops training and sets ``diverged`` to the step (None when it never happened):
     divergence is one of the outcomes the chapter compares, not an error.
     """
-    import os
-
-    from tqdm import tqdm
-
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
+    device = next(model.parameters()).device  # windows are drawn on the CPU (CPU generator), then moved
     history = {"loss": [], "update": [], "diverged": None}
     if probe is not None:
         with torch.no_grad():
             initial = model.features(probe)
-    silent = not progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-    for step in tqdm(range(steps), desc=desc, disable=silent, leave=False):
+    for step in progress_bar(range(steps), desc, progress):
         for group in optimiser.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-        windows = random_windows(tokens.cpu(), batch, length, generator).to(device)
+        windows = random_windows(tokens, batch, length, generator).to(device)
         loss = next_token_loss(model, windows)
         if not torch.isfinite(loss):
             history["diverged"] = step

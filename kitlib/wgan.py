@@ -15,18 +15,12 @@ Also: the 2-D toy distributions of the WGAN-GP code, minibatch-W1 particles, and
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
-
 from .ot import c_transform, c_transform_value, exact_w1
-
-
-def _silent(progress: bool) -> bool:
-    return not progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+from .train import progress_bar
 
 
 def toy_2d(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -154,7 +148,7 @@ def train_static_critic(method: str, critic: nn.Module, real: torch.Tensor, fake
     record :func:`critic_estimate` on the full sets. Returns {"step": [...], "estimate": [...]}."""
     optimiser = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     history = {"step": [], "estimate": []}
-    for step in tqdm(range(1, steps + 1), desc=f"{method} critic", disable=_silent(progress), leave=False):
+    for step in progress_bar(range(1, steps + 1), f"{method} critic", progress):
         pick_real = torch.randint(0, len(real), (batch,), generator=generator).to(real.device)
         pick_fake = torch.randint(0, len(fake), (batch,), generator=generator).to(fake.device)
         critic_step(method, critic, optimiser, real[pick_real], fake[pick_fake], generator, penalty_weight)
@@ -190,7 +184,7 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     noise = lambda n: torch.randn(n, noise_dim, generator=generator).to(device)  # noqa: E731
     history = {"iteration": [], "estimate": [], "exact": []}
-    for it in tqdm(range(1, iterations + 1), desc=f"WGAN ({method})", disable=_silent(progress), leave=False):
+    for it in progress_bar(range(1, iterations + 1), f"WGAN ({method})", progress):
         for _ in range(critic_steps):
             real, fake = sample_real(batch).to(device), gen_net(noise(batch)).detach()
             critic_step(method, critic, opt_d, real, fake, generator, penalty_weight)
@@ -220,7 +214,7 @@ def train_particles(data: torch.Tensor, particles: torch.Tensor, *, steps: int, 
     optimiser = torch.optim.Adam([points], lr=lr)
     data = data.double()
     trace = []
-    for _ in tqdm(range(steps), desc="W1 particles", disable=_silent(progress), leave=False):
+    for _ in progress_bar(range(steps), "W1 particles", progress):
         batch = data[torch.randint(0, len(data), (len(points),), generator=generator)]
         loss = exact_w1(points, batch)
         optimiser.zero_grad(set_to_none=True)

@@ -120,3 +120,14 @@ def test_train_classifier_flooding_runs_an_epoch_of_resnet():
     assert set(histories) == {0.0, 0.5}
     assert histories[0.5].evals["epoch"] == [0, 1]
     assert histories[0.5].step_array("loss").shape == (2,)
+
+
+def test_progress_bar_honours_tqdm_disable(monkeypatch):
+    from kitlib.train import progress_bar
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(range(3), "x").disable
+    monkeypatch.setenv("TQDM_DISABLE", "")
+    assert not progress_bar(range(3), "x").disable
+    assert progress_bar(range(3), "x", progress=False).disable
+    assert list(progress_bar(range(3), "x", progress=False)) == [0, 1, 2]
