@@ -1,0 +1,151 @@
+"""kitlib.sampling_search against closed forms, scipy densities, Monte Carlo and finite differences."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from kitlib.sampling_search import (
+    ball_mean_norm,
+    cross_entropy_gradient,
+    evolution_strategies,
+    gaussian_mixture_log_density,
+    mgs_log_proposal,
+    mgs_step,
+    sampling_search,
+    snis_mean,
+    snis_weights,
+    uniform_ball,
+    zero_one_error,
+)
+
+
+def test_snis_mean_of_a_linear_loss_with_gaussian_locality_is_scaled_gradient_descent():
+    generator = torch.Generator().manual_seed(0)
+    g, sigma, alpha = torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64), 0.6, 1.0
+    deltas = sigma * torch.randn(200_000, 3, generator=generator, dtype=torch.float64)
+    mean, ess = snis_mean(deltas, deltas @ g, alpha)  # q = the locality factor: it cancels
+    assert torch.allclose(mean, -sigma**2 * g / alpha, atol=0.01)
+    assert ess > 50_000
+
+
+def test_snis_weight_limits():
+    changes = torch.tensor([0.3, -0.2, 0.1, -0.19], dtype=torch.float64)
+    log_q = torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64)
+    assert torch.allclose(snis_weights(changes, 1e-4), torch.tensor([0, 1, 0, 0], dtype=torch.float64))
+    flat = snis_weights(changes, 1e12, log_q)
+    assert torch.allclose(flat, torch.exp(-log_q) / torch.exp(-log_q).sum())
+    with pytest.raises(ValueError, match="alpha"):
+        snis_weights(changes, 0.0)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.05, 1.0])
+def test_ball_mean_norm_against_monte_carlo_and_limits(alpha):
+    generator = torch.Generator().manual_seed(1)
+    g = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    deltas = uniform_ball(400_000, 3, 0.1, generator)
+    assert float(deltas.norm(dim=1).max()) <= 0.1 + 1e-12
+    mean, _ = snis_mean(deltas, deltas @ g, alpha)
+    exact = ball_mean_norm(float(g.norm()), 0.1, alpha, 3)
+    assert float(mean.norm()) == pytest.approx(exact, rel=0.03)
+    assert float(torch.nn.functional.cosine_similarity(mean, -g, dim=0)) > 0.99
+    if alpha == 1e-3:
+        assert exact == pytest.approx(0.1, rel=0.02)
+    if alpha == 1.0:
+        assert exact == pytest.approx(0.1**2 * float(g.norm()) / (5 * alpha), rel=0.02)
+
+
+def test_mgs_log_proposal_is_a_gaussian_mixture_up_to_a_constant():
+    rng = np.random.default_rng(0)
+    for dim in (1, 3, 10):
+        direction = rng.normal(size=dim)
+        deltas = rng.normal(size=(20, dim)) * 1.5
+        expected = np.logaddexp(multivariate_normal(np.zeros(dim)).logpdf(deltas),
+                                multivariate_normal(direction).logpdf(deltas)) - math.log(2)
+        ours = mgs_log_proposal(torch.tensor(deltas), torch.tensor(direction)).numpy()
+        np.testing.assert_allclose(ours - expected, dim / 2 * math.log(2 * math.pi), atol=1e-8)
+        sigma = 0.7
+        mixture = np.logaddexp(multivariate_normal(np.zeros(dim), sigma**2).logpdf(deltas),
+                               multivariate_normal(direction, sigma**2).logpdf(deltas)) - math.log(2)
+        np.testing.assert_allclose(
+            gaussian_mixture_log_density(torch.tensor(deltas), torch.tensor(direction), sigma).numpy(), mixture,
+            atol=1e-8)
+
+
+def test_zero_one_error_and_cross_entropy_gradient():
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 4, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=generator)
+    w = torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
+    for k in range(2):
+        predictions = [int(np.argmax(x[i].numpy() @ w[k, :4].numpy() + w[k, 4].numpy())) for i in range(30)]
+        assert float(zero_one_error(w, x, y)[k]) == pytest.approx(np.mean(np.array(predictions) != y.numpy()))
+
+    def ce(weights):
+        return float(torch.nn.functional.cross_entropy(x @ weights[:4] + weights[4], y))
+
+    grad = cross_entropy_gradient(w[0], x, y)
+    step = 1e-6
+    for index in [(0, 0), (2, 1), (4, 2)]:
+        bumped = w[0].clone()
+        bumped[index] += step
+        lowered = w[0].clone()
+        lowered[index] -= step
+        assert float(grad[index]) == pytest.approx((ce(bumped) - ce(lowered)) / (2 * step), rel=1e-5, abs=1e-9)
+
+
+def test_searches_spend_their_evaluations_and_guidance_helps():
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.randn(3, 5, generator=generator, dtype=torch.float64) * 2
+    y = torch.randint(0, 3, (300,), generator=generator)
+    x = centres[y] + torch.randn(300, 5, generator=generator, dtype=torch.float64)
+    unguided = sampling_search(x, y, 3, 30, 4, sigma=0.1, alpha=0.01, generator=torch.Generator().manual_seed(0))
+    guided = sampling_search(x, y, 3, 30, 4, sigma=0.03, alpha=0.01, generator=torch.Generator().manual_seed(0),
+                             guide_step=1.0)
+    es = evolution_strategies(x, y, 3, 30, 4, sigma=0.1, lr=1.0, generator=torch.Generator().manual_seed(0))
+    assert unguided.evaluations[-1] == guided.evaluations[-1] == es.evaluations[-1] == 120
+    assert guided.errors[-1] < min(unguided.errors[0], 0.2)
+    with pytest.raises(ValueError, match="even"):
+        evolution_strategies(x, y, 3, 1, 3, 0.1, 1.0, torch.Generator())
+
+
+def test_mgs_step_applies_the_weighted_candidates():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    target = torch.randn(16, 2, dtype=torch.float64)
+
+    def mle(m):
+        return ((m(x) - target) ** 2).mean()
+
+    def task(m):
+        return float((m(x) - target).abs().max().detach())
+
+    before = [p.detach().clone() for p in model.parameters()]
+    optimiser = torch.optim.SGD(model.parameters(), lr=1.0)
+    step = mgs_step(model, mle, task, optimiser, candidates=4, beta=5.0, noise=0.5, clip=1e6,
+                    generator=torch.Generator().manual_seed(1))
+    model_copy = torch.nn.Linear(3, 2).double()
+    for k, delta in enumerate(step.deltas):  # each candidate's task loss, recomputed on a separate model
+        with torch.no_grad():
+            for p, b, d in zip(model_copy.parameters(), before, delta):
+                p.copy_(b + d)
+        assert float(step.candidate_losses[k]) == pytest.approx(task(model_copy))
+    flat = np.stack([torch.cat([d.flatten() for d in delta]).numpy() for delta in step.deltas])
+    g = torch.cat([d.flatten() for d in step.direction]).numpy()
+    mle_copy = model_copy
+    with torch.no_grad():
+        for p, b in zip(mle_copy.parameters(), before):
+            p.copy_(b)
+    mle(mle_copy).backward()
+    np.testing.assert_allclose(-np.concatenate([p.grad.flatten().numpy() for p in mle_copy.parameters()]), g)
+    log_q = np.logaddexp(multivariate_normal(np.zeros(len(g))).logpdf(flat),
+                         multivariate_normal(g).logpdf(flat)) - math.log(2) + len(g) / 2 * math.log(2 * math.pi)
+    logits = 5.0 * (step.task_loss - step.candidate_losses.numpy()) - log_q
+    np.testing.assert_allclose(step.weights.numpy(), np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(),
+                               atol=1e-10)
+    for i, (p, b) in enumerate(zip(model.parameters(), before)):
+        expected = b + sum(float(w) * delta[i] for w, delta in zip(step.weights, step.deltas))
+        torch.testing.assert_close(p.detach(), expected)
