@@ -81,6 +81,34 @@ def dcgan_digits(noise_dim: int, width: int) -> tuple[nn.Sequential, nn.Sequenti
     return generator, critic
 
 
+class CropTo7(nn.Module):
+    """(n, c, 8, 8) → (n, c, 7, 7), as the WGAN-GP MNIST generator crops after its first upsampling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :7, :7]
+
+
+def dcgan_mnist(noise_dim: int, width: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The WGAN-GP MNIST networks (Gulrajani et al. 2017, ``gan_mnist.py``, DIM = ``width``) for flat 784-pixel
+    images: G = Linear → 4w×4×4 → ConvT(5, stride 2) → 2w×8×8 → crop 7×7 → ConvT → w×14×14 → ConvT → 1×28×28
+    → sigmoid; D = Conv(5, stride 2) → w×14×14 → 2w×7×7 → 4w×4×4 → Linear → 1, LeakyReLU(0.2), no
+    normalisation (GP)."""
+    generator = nn.Sequential(
+        nn.Linear(noise_dim, 4 * width * 16), nn.ReLU(), nn.Unflatten(1, (4 * width, 4, 4)),
+        nn.ConvTranspose2d(4 * width, 2 * width, 5, stride=2, padding=2, output_padding=1), nn.ReLU(), CropTo7(),
+        nn.ConvTranspose2d(2 * width, width, 5, stride=2, padding=2, output_padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(width, 1, 5, stride=2, padding=2, output_padding=1), nn.Sigmoid(), nn.Flatten(1),
+    )
+    critic = nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, width, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * width, 4 * width, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
+        nn.Flatten(1), nn.Linear(4 * width * 16, 1),
+    )
+    return generator, critic
+
+
 def input_gradient_norms(critic: nn.Module, points: torch.Tensor) -> torch.Tensor:
     """‖∇_x D(x)‖ at each point, with a graph through it (so penalties built on it can be trained)."""
     points = points.detach().requires_grad_(True)
@@ -162,8 +190,8 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
                batch: int, critic_steps: int = 5, lr: float = 1e-4, penalty_weight: float = 10.0,
                generator: torch.Generator, device="cpu", track_every: int = 100, progress: bool = True,
                networks: str = "mlp"):
-    """WGAN with 3-hidden-layer ReLU MLPs for G and D (``networks="dcgan"``: :func:`dcgan_digits`, for 8×8
-    images), Adam(lr, β = (0.5, 0.9)) for both, ``critic_steps``
+    """WGAN with 3-hidden-layer ReLU MLPs for G and D (``networks="dcgan"``: :func:`dcgan_digits` for 8×8
+    images, :func:`dcgan_mnist` for 28×28), Adam(lr, β = (0.5, 0.9)) for both, ``critic_steps``
     critic updates per generator update (the WGAN-GP toy settings). ``method``: "gp" or "ctransform"; the
     c-transform generator minimises mean φ^c(G(z)) over the real batch.
 
@@ -174,11 +202,11 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
     if networks == "mlp":
         gen_net = mlp([noise_dim, width, width, width, data_dim])
         critic = mlp([data_dim, width, width, width, 1])
-    elif networks == "dcgan" and data_dim == 64:
-        gen_net, critic = dcgan_digits(noise_dim, width)
+    elif networks == "dcgan" and data_dim in (64, 784):
+        gen_net, critic = (dcgan_digits if data_dim == 64 else dcgan_mnist)(noise_dim, width)
     else:
-        raise ValueError(f"networks must be 'mlp' or 'dcgan' (8×8 images, data_dim 64); got {networks!r} "
-                         f"with data_dim {data_dim}")
+        raise ValueError(f"networks must be 'mlp' or 'dcgan' (8×8 or 28×28 images, data_dim 64 or 784); got "
+                         f"{networks!r} with data_dim {data_dim}")
     gen_net, critic = gen_net.to(device), critic.to(device)
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))

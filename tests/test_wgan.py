@@ -136,3 +136,32 @@ def test_dcgan_digits_shapes_and_gradient_penalty():
     penalty = gradient_penalty(critic, torch.rand(5, 64), images, gen)
     penalty.backward()   # double backward through the convolutions
     assert critic[1].weight.grad is not None
+
+
+def test_dcgan_mnist_follows_the_wgan_gp_shapes_and_trains():
+    from kitlib.wgan import dcgan_mnist, train_wgan
+
+    torch.manual_seed(8)
+    generator, critic = dcgan_mnist(16, 4)
+    z = torch.randn(3, 16)
+    sizes = []
+    x = z
+    for layer in generator:
+        x = layer(x)
+        if x.dim() == 4:
+            sizes.append(tuple(x.shape[1:]))
+    assert sizes[0] == (16, 4, 4) and (8, 7, 7) in sizes and (4, 14, 14) in sizes and sizes[-1] == (1, 28, 28)
+    images = x.detach()
+    assert images.shape == (3, 784) and 0 <= float(images.min()) and float(images.max()) <= 1
+    penalty = gradient_penalty(critic, torch.rand(3, 784), images, torch.Generator().manual_seed(0))
+    penalty.backward()
+    assert critic[1].weight.grad is not None
+    data = torch.rand(40, 784)
+    gen = torch.Generator().manual_seed(0)
+    _, _, history = train_wgan("ctransform", lambda n: data[torch.randint(0, 40, (n,), generator=gen)],
+                               noise_dim=16, data_dim=784, width=4, iterations=2, batch=8, generator=gen,
+                               networks="dcgan", track_every=1, progress=False)
+    assert len(history["exact"]) == 2 and all(v > 0 for v in history["exact"])
+    with pytest.raises(ValueError, match="28×28"):
+        train_wgan("gp", lambda n: data[:n], noise_dim=16, data_dim=100, width=4, iterations=1, batch=8,
+                   generator=gen, networks="dcgan")
