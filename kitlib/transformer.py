@@ -1,4 +1,5 @@
-"""A tiny decoder-only Transformer language model with the residual/normalisation schemes DeepNet compares.
+"""Tiny Transformers with the residual/normalisation schemes DeepNet compares: a decoder-only language model
+and an encoder-decoder model for a synthetic translation task.
 
 A block has two sublayers, causal self-attention and a ReLU FFN; with ``norm`` in :data:`NORMS`:
 
@@ -11,6 +12,12 @@ A block has two sublayers, causal self-attention and a ReLU FFN; with ``norm`` i
 
 All linear weights are Xavier-normal (gain 1 unless DeepNorm's β applies), biases zero, as in the DeepNet
 paper's pseudocode. Embeddings are learned (token + position) and the output head is a separate Linear.
+
+The encoder-decoder model (:class:`TinyTransformerSeq2Seq`) has bidirectional encoder blocks and decoder
+blocks with a third sublayer, cross-attention (its value and output projections also get β), and the norms of
+:data:`SEQ2SEQ_NORMS`: "post_ln", "pre_ln", "deepnorm" with the encoder-decoder constants of
+``deepnorm_alpha_beta(N, M)``, and "post_ln_init" — Post-LN whose block l of N has all weight matrices
+divided by $k_l=N-l+1$ after Xavier initialisation (DeepNet §3).
 """
 
 from __future__ import annotations
@@ -25,17 +32,18 @@ from .deepnorm import deepnorm_alpha_beta, su_alpha_lambda
 from .train import progress_bar
 
 NORMS = ("post_ln", "pre_ln", "deepnorm", "su_adam", "scaled")
+SEQ2SEQ_NORMS = ("post_ln", "post_ln_init", "pre_ln", "deepnorm")
 
 
 class Block(nn.Module):
     """One Transformer block: self-attention sublayer then FFN sublayer, combined as ``norm`` says."""
 
     def __init__(self, width: int, ffn_width: int, heads: int, norm: str, alpha: float, beta: float,
-                 branch_scale: float):
+                 branch_scale: float, causal: bool = True):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads, self.norm, self.alpha, self.branch_scale = heads, norm, alpha, branch_scale
+        self.heads, self.norm, self.alpha, self.branch_scale, self.causal = heads, norm, alpha, branch_scale, causal
         self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
         self.fc1, self.fc2 = nn.Linear(width, ffn_width), nn.Linear(ffn_width, width)
         # the scaled residual has no LayerNorm inside its blocks
@@ -47,17 +55,13 @@ class Block(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        split = lambda t: t.view(batch, length, self.heads, width // self.heads).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
-                                             is_causal=True)
-        return self.o(out.transpose(1, 2).reshape(batch, length, width))
+        return multi_head_attention(x, x, self.q, self.k, self.v, self.o, self.heads, self.causal)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.relu(self.fc1(x)))
 
     def sublayer(self, x: torch.Tensor, branch, norm: nn.LayerNorm) -> torch.Tensor:
-        if self.norm == "post_ln":
+        if self.norm in ("post_ln", "post_ln_init"):
             return norm(x + branch(x))
         if self.norm == "pre_ln":
             return x + branch(norm(x))
@@ -67,6 +71,36 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sublayer(x, self.attention, self.ln_attn)
+        return self.sublayer(x, self.ffn, self.ln_ffn)
+
+
+def multi_head_attention(x: torch.Tensor, memory: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear,
+                         o: nn.Linear, heads: int, causal: bool) -> torch.Tensor:
+    """softmax(Q Kᵀ/√d_h) V per head, queries from x and keys/values from ``memory`` (x itself for
+    self-attention), then the output projection."""
+    batch, width = x.shape[0], x.shape[-1]
+    split = lambda t: t.view(batch, -1, heads, width // heads).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q(x)), split(k(memory)), split(v(memory)), is_causal=causal)
+    return o(out.transpose(1, 2).reshape(batch, -1, width))
+
+
+class DecoderBlock(Block):
+    """Causal self-attention, cross-attention to the encoder output, FFN — three sublayers, each combined as
+    ``norm`` says; cross-attention's value and output projections are initialised with gain β."""
+
+    def __init__(self, width: int, ffn_width: int, heads: int, norm: str, alpha: float, beta: float):
+        super().__init__(width, ffn_width, heads, norm, alpha, beta, branch_scale=1.0, causal=True)
+        self.cq, self.ck, self.cv, self.co = (nn.Linear(width, width) for _ in range(4))
+        self.ln_cross = nn.LayerNorm(width)
+        for layer in (self.cq, self.ck, self.cv, self.co):
+            nn.init.xavier_normal_(layer.weight, gain=beta if layer in (self.cv, self.co) else 1.0)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        x = self.sublayer(x, self.attention, self.ln_attn)
+        cross = lambda h: multi_head_attention(h, memory, self.cq, self.ck, self.cv, self.co,  # noqa: E731
+                                               self.heads, causal=False)
+        x = self.sublayer(x, cross, self.ln_cross)
         return self.sublayer(x, self.ffn, self.ln_ffn)
 
 
@@ -153,17 +187,26 @@ def train_language_model(model: TinyTransformerLM, tokens: torch.Tensor, *, step
     A non-finite loss stops training and sets ``diverged`` to the step (None when it never happened):
     divergence is one of the outcomes the chapter compares, not an error.
     """
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     device = next(model.parameters()).device  # windows are drawn on the CPU (CPU generator), then moved
+    return _adam_loop(model, lambda: random_windows(tokens, batch, length, generator).to(device),
+                      lambda windows: next_token_loss(model, windows), steps=steps, lr=lr, warmup=warmup,
+                      betas=betas, features=(lambda: model.features(probe)) if probe is not None else None,
+                      progress=progress, desc=desc)
+
+
+def _adam_loop(model: nn.Module, draw, loss_of, *, steps: int, lr: float, warmup: int, betas, features,
+               progress: bool, desc: str) -> dict:
+    """The training loop shared by the language model and the translation model: ``draw()`` a batch, Adam on
+    ``loss_of(batch)``, linear warm-up, and ‖F_t − F_0‖ of ``features()`` after every step."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     history = {"loss": [], "update": [], "diverged": None}
-    if probe is not None:
+    if features is not None:
         with torch.no_grad():
-            initial = model.features(probe)
+            initial = features()
     for step in progress_bar(range(steps), desc, progress):
         for group in optimiser.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-        windows = random_windows(tokens, batch, length, generator).to(device)
-        loss = next_token_loss(model, windows)
+        loss = loss_of(draw())
         if not torch.isfinite(loss):
             history["diverged"] = step
             break
@@ -171,8 +214,122 @@ def train_language_model(model: TinyTransformerLM, tokens: torch.Tensor, *, step
         loss.backward()
         optimiser.step()
         history["loss"].append(float(loss.detach()))
-        if probe is not None:
+        if features is not None:
             with torch.no_grad():
-                change = model.features(probe) - initial
+                change = features() - initial
                 history["update"].append(float(change.pow(2).sum(-1).mean().sqrt()))
+    return history
+
+
+class TinyTransformerSeq2Seq(nn.Module):
+    """Encoder-decoder Transformer: ``encoder_layers`` bidirectional blocks over the source, ``decoder_layers``
+    :class:`DecoderBlock` over the shifted target, one vocabulary for both (a synthetic task needs no more).
+
+    :meth:`features` (the decoder's last hidden state, after the final LN for pre_ln) is the model output F
+    whose change DeepNet tracks."""
+
+    def __init__(self, vocabulary: int, encoder_layers: int, decoder_layers: int, norm: str, width: int = 64,
+                 ffn_width: int = 128, heads: int = 2, context: int = 64):
+        super().__init__()
+        if norm not in SEQ2SEQ_NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {SEQ2SEQ_NORMS}")
+        if encoder_layers < 1 or decoder_layers < 1:
+            raise ValueError(f"layers must be ≥ 1, got {encoder_layers} and {decoder_layers}")
+        constants = deepnorm_alpha_beta(encoder_layers, decoder_layers)
+        (alpha_e, beta_e), (alpha_d, beta_d) = (
+            (constants["encoder"], constants["decoder"]) if norm == "deepnorm" else ((1.0, 1.0), (1.0, 1.0)))
+        self.norm, self.context = norm, context
+        self.source_token, self.target_token = nn.Embedding(vocabulary, width), nn.Embedding(vocabulary, width)
+        self.source_position, self.target_position = nn.Embedding(context, width), nn.Embedding(context, width)
+        for embedding in (self.source_token, self.target_token, self.source_position, self.target_position):
+            nn.init.normal_(embedding.weight, std=0.5**0.5)
+        self.encoder = nn.ModuleList(Block(width, ffn_width, heads, norm, alpha_e, beta_e, 1.0, causal=False)
+                                     for _ in range(encoder_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(width, ffn_width, heads, norm, alpha_d, beta_d)
+                                     for _ in range(decoder_layers))
+        if norm == "post_ln_init":
+            for blocks in (self.encoder, self.decoder):
+                for index, block in enumerate(blocks):
+                    with torch.no_grad():
+                        for name, parameter in block.named_parameters():
+                            if name.endswith("weight") and not name.startswith("ln_"):
+                                parameter.div_(len(blocks) - index)  # k_l = N − l + 1, l = index + 1
+        final = norm == "pre_ln"
+        self.encoder_ln = nn.LayerNorm(width) if final else nn.Identity()
+        self.decoder_ln = nn.LayerNorm(width) if final else nn.Identity()
+        self.head = nn.Linear(width, vocabulary)
+
+    def _embed(self, tokens, token, position):
+        if tokens.shape[1] > self.context:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds the context {self.context}")
+        return token(tokens) + position(torch.arange(tokens.shape[1], device=tokens.device))
+
+    def encode(self, source: torch.Tensor) -> torch.Tensor:
+        x = self._embed(source, self.source_token, self.source_position)
+        for block in self.encoder:
+            x = block(x)
+        return self.encoder_ln(x)
+
+    def features(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        memory = self.encode(source)
+        x = self._embed(target_in, self.target_token, self.target_position)
+        for block in self.decoder:
+            x = block(x, memory)
+        return self.decoder_ln(x)
+
+    def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(source, target_in))
+
+
+def translation_pairs(count: int, length: int, vocabulary: int, generator: torch.Generator,
+                      permutation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic translation task: sources of ``length`` random tokens from 1 … V−1, targets = the source
+    reversed and mapped through a fixed ``permutation`` of the vocabulary (alignment plus a lexicon), with
+    token 0 as beginning-of-sentence. Returns (source (B, n), target (B, n + 1) starting with 0)."""
+    source = torch.randint(1, vocabulary, (count, length), generator=generator)
+    target = permutation[source.flip(1)]
+    return source, torch.cat([torch.zeros(count, 1, dtype=torch.long), target], dim=1)
+
+
+def translation_loss(model: TinyTransformerSeq2Seq, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced cross-entropy of target[:, 1:] given the source and target[:, :-1]."""
+    logits = model(source, target[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), target[:, 1:].flatten())
+
+
+def seq2seq_one_step_update(model: TinyTransformerSeq2Seq, source: torch.Tensor, target: torch.Tensor,
+                            optimiser: str, lr: float, matrices_only: bool = False) -> dict:
+    """:func:`kitlib.deepnorm.one_step_update` for the encoder-decoder: F = decoder features, L = teacher-forced
+    cross-entropy; ``matrices_only`` steps only the blocks' attention and FFN weight matrices."""
+    from .deepnorm import one_step_update
+
+    def is_block_matrix(name):
+        return name.startswith(("encoder.", "decoder.")) and name.endswith(".weight") and ".ln_" not in name
+
+    return one_step_update(model, (source, target[:, :-1]), target[:, 1:], optimiser, lr,
+                           loss_fn=lambda m, x, y: F.cross_entropy(m(*x).flatten(0, 1), y.flatten()),
+                           output_fn=lambda m, x: m.features(*x),
+                           trainable=is_block_matrix if matrices_only else None)
+
+
+def train_translation(model: TinyTransformerSeq2Seq, *, steps: int, batch: int, length: int, vocabulary: int,
+                      lr: float, generator: torch.Generator, permutation: torch.Tensor, warmup: int = 0,
+                      betas=(0.9, 0.98), probe: tuple | None = None, progress: bool = True,
+                      desc: str = "translation") -> dict:
+    """Adam on fresh batches of :func:`translation_pairs`, with the schedule, ``update`` tracking and
+    divergence handling of :func:`train_language_model`; ``probe`` is a (source, target) pair. Also returns
+    the teacher-forced token accuracy on 256 held-out pairs after training (``accuracy``)."""
+    device = next(model.parameters()).device
+
+    def draw():
+        return tuple(t.to(device) for t in translation_pairs(batch, length, vocabulary, generator, permutation))
+
+    history = _adam_loop(model, draw, lambda pair: translation_loss(model, *pair), steps=steps, lr=lr,
+                         warmup=warmup, betas=betas,
+                         features=(lambda: model.features(probe[0], probe[1][:, :-1])) if probe else None,
+                         progress=progress, desc=desc)
+    source, target = (t.to(device) for t in translation_pairs(256, length, vocabulary, generator, permutation))
+    with torch.no_grad():
+        predicted = model(source, target[:, :-1]).argmax(-1)
+    history["accuracy"] = float((predicted == target[:, 1:]).float().mean())
     return history

@@ -287,3 +287,103 @@ def test_lm_one_step_update_matrices_only_moves_only_matrices():
     assert 0 < matrices["update"] < everything["update"]
     # Adam's first step moves every trained element by ≈ lr, so ‖Δθ‖₁ ≈ lr × (number of elements)
     assert matrices["grad_l1"] < everything["grad_l1"]
+
+
+def _attention_loop(x, memory, block_q, block_k, block_v, block_o, heads, causal):
+    """Multi-head attention written out per example, head and query position."""
+    batch, n, width = x.shape
+    size = width // heads
+    q, k, v = block_q(x), block_k(memory), block_v(memory)
+    out = torch.zeros(batch, n, width)
+    for b in range(batch):
+        for h in range(heads):
+            cols = slice(h * size, (h + 1) * size)
+            for i in range(n):
+                visible = range(i + 1) if causal else range(memory.shape[1])
+                scores = torch.stack([q[b, i, cols] @ k[b, j, cols] / math.sqrt(size) for j in visible])
+                out[b, i, cols] = sum(w * v[b, j, cols] for w, j in zip(scores.softmax(0), visible))
+    return block_o(out)
+
+
+def test_encoder_decoder_blocks_against_loops_and_formulas():
+    from kitlib.transformer import TinyTransformerSeq2Seq, multi_head_attention
+
+    torch.manual_seed(2)
+    model = TinyTransformerSeq2Seq(12, 3, 2, "deepnorm", width=16, ffn_width=32, heads=2, context=8)
+    constants = deepnorm_alpha_beta(3, 2)
+    assert model.encoder[0].alpha == pytest.approx(constants["encoder"][0])
+    assert model.decoder[0].alpha == pytest.approx(constants["decoder"][0])
+    block, x, memory = model.decoder[0], torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    with torch.no_grad():
+        cross = multi_head_attention(x, memory, block.cq, block.ck, block.cv, block.co, 2, causal=False)
+        torch.testing.assert_close(cross, _attention_loop(x, memory, block.cq, block.ck, block.cv, block.co, 2,
+                                                          False), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(block.attention(x), _attention_loop(x, x, block.q, block.k, block.v, block.o,
+                                                                      2, True), atol=1e-5, rtol=1e-4)
+        alpha = block.alpha
+        h = block.ln_attn(alpha * x + block.attention(x))
+        h = block.ln_cross(alpha * h + multi_head_attention(h, memory, block.cq, block.ck, block.cv, block.co,
+                                                            2, causal=False))
+        expected = block.ln_ffn(alpha * h + block.ffn(h))
+        torch.testing.assert_close(block(x, memory), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_decoder_init_masks_and_task():
+    from kitlib.transformer import TinyTransformerSeq2Seq, translation_pairs
+
+    torch.manual_seed(3)
+    deep = TinyTransformerSeq2Seq(20, 20, 20, "deepnorm", width=64, ffn_width=128, context=16)
+    _, beta_d = deepnorm_alpha_beta(20, 20)["decoder"]
+    xavier = math.sqrt(2 / (64 + 64))
+    assert float(deep.decoder[0].cv.weight.detach().std()) == pytest.approx(beta_d * xavier, rel=0.05)
+    assert float(deep.decoder[0].cq.weight.detach().std()) == pytest.approx(xavier, rel=0.05)
+    torch.manual_seed(4)
+    plain = TinyTransformerSeq2Seq(20, 4, 3, "post_ln", width=16, ffn_width=32, context=16)
+    torch.manual_seed(4)
+    scaled = TinyTransformerSeq2Seq(20, 4, 3, "post_ln_init", width=16, ffn_width=32, context=16)
+    for blocks, scaled_blocks in ((plain.encoder, scaled.encoder), (plain.decoder, scaled.decoder)):
+        for index, (a, b) in enumerate(zip(blocks, scaled_blocks)):
+            k = len(blocks) - index
+            torch.testing.assert_close(b.fc1.weight, a.fc1.weight / k)
+            torch.testing.assert_close(b.q.weight, a.q.weight / k)
+            torch.testing.assert_close(b.ln_ffn.weight, a.ln_ffn.weight)  # LayerNorm gains untouched
+    source = torch.randint(1, 20, (2, 8))
+    target = torch.randint(1, 20, (2, 8))
+    with torch.no_grad():
+        changed_target = target.clone()
+        changed_target[:, 5:] = (changed_target[:, 5:] + 1) % 20
+        assert torch.allclose(plain(source, target)[:, :5], plain(source, changed_target)[:, :5], atol=1e-5)
+        changed_source = source.clone()
+        changed_source[:, -1] = (changed_source[:, -1] + 1) % 20
+        assert not torch.allclose(plain.encode(source)[:, 0], plain.encode(changed_source)[:, 0])
+    permutation = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    src, tgt = translation_pairs(5, 6, 20, torch.Generator().manual_seed(1), permutation)
+    assert (tgt[:, 0] == 0).all() and src.min() >= 1
+    assert all(tgt[i, 1 + j] == permutation[src[i, 5 - j]] for i in range(5) for j in range(6))
+
+
+def test_translation_training_learns_and_one_step_steps_only_block_matrices():
+    from kitlib.transformer import TinyTransformerSeq2Seq, seq2seq_one_step_update, train_translation
+
+    permutation = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    model = TinyTransformerSeq2Seq(12, 2, 2, "pre_ln", width=32, ffn_width=64, context=8)
+    history = train_translation(model, steps=150, batch=32, length=5, vocabulary=12, lr=3e-3,
+                                generator=torch.Generator().manual_seed(1), permutation=permutation,
+                                progress=False)
+    assert history["diverged"] is None and history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["accuracy"] > 0.5  # chance is 1/11
+    from kitlib.transformer import translation_pairs
+
+    src, tgt = translation_pairs(4, 5, 12, torch.Generator().manual_seed(2), permutation)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step = seq2seq_one_step_update(model, src, tgt, "sgd", 0.1, matrices_only=True)
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name])  # one_step_update restores the model
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(src, tgt[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten()).backward()
+    matrices = [p for n, p in model.named_parameters()
+                if n.startswith(("encoder.", "decoder.")) and n.endswith(".weight") and ".ln_" not in n]
+    assert len(matrices) == 2 * 6 + 2 * 10  # encoder q k v o fc1 fc2; decoder also cq ck cv co
+    assert step["grad_sq"] == pytest.approx(sum(float(p.grad.pow(2).sum()) for p in matrices), rel=1e-5)
+    assert step["update"] > 0 and step["loss_change"] < 0
