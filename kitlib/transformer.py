@@ -314,11 +314,11 @@ def seq2seq_one_step_update(model: TinyTransformerSeq2Seq, source: torch.Tensor,
 
 def train_translation(model: TinyTransformerSeq2Seq, *, steps: int, batch: int, length: int, vocabulary: int,
                       lr: float, generator: torch.Generator, permutation: torch.Tensor, warmup: int = 0,
-                      betas=(0.9, 0.98), probe: tuple | None = None, progress: bool = True,
-                      desc: str = "translation") -> dict:
+                      betas=(0.9, 0.98), probe: tuple | None = None, eval_pairs: int = 256,
+                      progress: bool = True, desc: str = "translation") -> dict:
     """Adam on fresh batches of :func:`translation_pairs`, with the schedule, ``update`` tracking and
     divergence handling of :func:`train_language_model`; ``probe`` is a (source, target) pair. Also returns
-    the teacher-forced token accuracy on 256 held-out pairs after training (``accuracy``)."""
+    the teacher-forced token accuracy on ``eval_pairs`` held-out pairs after training (``accuracy``)."""
     device = next(model.parameters()).device
 
     def draw():
@@ -328,7 +328,8 @@ def train_translation(model: TinyTransformerSeq2Seq, *, steps: int, batch: int, 
                          warmup=warmup, betas=betas,
                          features=(lambda: model.features(probe[0], probe[1][:, :-1])) if probe else None,
                          progress=progress, desc=desc)
-    source, target = (t.to(device) for t in translation_pairs(256, length, vocabulary, generator, permutation))
+    source, target = (t.to(device) for t in translation_pairs(eval_pairs, length, vocabulary, generator,
+                                                              permutation))
     with torch.no_grad():
         predicted = model(source, target[:, :-1]).argmax(-1)
     history["accuracy"] = float((predicted == target[:, 1:]).float().mean())
