@@ -221,3 +221,14 @@ def eos_probabilities(model, prefixes: torch.Tensor, decoded: Decoded) -> torch.
         log_probs, state = model.step(decoded.tokens[:, t].clamp(min=0), state)
     steps = torch.arange(max_len, device=prefixes.device)
     return out.masked_fill(steps[None, :] >= decoded.lengths[:, None], math.nan)
+
+
+def ngram_repetition(decoded: Decoded, n: int = 4) -> torch.Tensor:
+    """Per sequence, 1 − (distinct n-grams)/(n-grams) of the generated tokens (eos excluded): the official
+    ``repeat-4`` task loss of MGS (0 when a continuation is shorter than n + 1 tokens)."""
+    rates = []
+    for row, length, ended in zip(decoded.tokens.tolist(), decoded.lengths.tolist(), decoded.terminated.tolist()):
+        tokens = row[: length - 1] if ended else row[:length]
+        grams = [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)]
+        rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
+    return torch.tensor(rates)

@@ -278,3 +278,43 @@ def test_eos_probabilities_match_teacher_forcing():
             expected = model.continuation_log_probs(ids[:, :-1], 4)[0, :, model.eos_id].exp()
             torch.testing.assert_close(p_eos[row, :n], expected, atol=1e-6, rtol=1e-5)
             assert p_eos[row, n:].isnan().all()
+
+
+def test_ngram_repetition_and_sequence_log_probs():
+    from kitlib.decoding import ngram_repetition
+    from kitlib.language_model import sequence_log_probs
+
+    tokens = torch.tensor([[1, 2, 1, 2, 1, 2, 6, -1], [1, 2, 3, 4, 5, 1, 2, 3], [1, 2, 6, -1, -1, -1, -1, -1]])
+    out = Decoded(tokens, torch.tensor([7, 8, 3]), torch.tensor([True, False, True]))
+    # n = 2: row 0 "1 2 1 2 1 2" has 5 bigrams, 2 distinct; row 1 (never ended) 7 bigrams, 5 distinct
+    assert ngram_repetition(out, n=2).tolist() == pytest.approx([1 - 2 / 5, 1 - 5 / 7, 0.0])
+    model = _random_lm(11, scale=1.5)
+    prefixes = torch.randint(0, 6, (3, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded = sample(model, prefixes, 10, generator=torch.Generator().manual_seed(1))
+        scores = sequence_log_probs(model, prefixes, decoded.tokens, decoded.lengths)
+        for row in range(3):
+            log_probs, state, total = *model.start(prefixes[row: row + 1]), 0.0
+            for t in range(int(decoded.lengths[row])):
+                token = decoded.tokens[row, t]
+                total += float(log_probs[0, token])
+                log_probs, state = model.step(token[None], state)
+            assert float(scores[row]) == pytest.approx(total, rel=1e-5, abs=1e-5)
+
+
+def test_policy_gradient_loss_is_the_centred_score_function():
+    from kitlib.language_model import policy_gradient_loss, sequence_log_probs
+
+    model = _random_lm(12, scale=1.5)
+    prefixes = torch.randint(0, 6, (6, 4), generator=torch.Generator().manual_seed(0))
+
+    def cost(decoded):
+        return decoded.lengths.float()
+
+    loss, mean_cost = policy_gradient_loss(model, prefixes, 12, cost, torch.Generator().manual_seed(3))
+    decoded = sample(model, prefixes, 12, generator=torch.Generator().manual_seed(3))
+    costs = decoded.lengths.float()
+    expected = ((costs - costs.mean()) * sequence_log_probs(model, prefixes, decoded.tokens, decoded.lengths)).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5) and mean_cost == pytest.approx(float(costs.mean()))
+    loss.backward()
+    assert model.embed.weight.grad is not None
