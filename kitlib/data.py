@@ -180,3 +180,34 @@ def load_cifar10(split: str = "train", root: Path | None = None) -> tuple[torch.
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return (torch.from_numpy(np.concatenate(images).astype(np.float32) / 255),
             torch.from_numpy(np.concatenate(labels)))
+
+
+WIKITEXT2_SENTENCE_END = {".", "?", "!"}
+
+
+def load_wikitext2_sentences(split: str = "train", root: Path | None = None) -> list[list[str]]:
+    """WikiText-2 (the tokenised release, ``<root>/wikitext-2/wiki.{train,valid,test}.tokens``) split into
+    sentences: heading lines (`` = Title = ``) and blank lines are dropped, each paragraph's tokens are cut
+    after ``.``, ``?`` and ``!``. Tokens are kept as the release has them (cased, ``<unk>`` included)."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"unknown split {split!r}; choose train, valid or test")
+    path = Path(root or data_dir()) / "wikitext-2" / f"wiki.{split}.tokens"
+    if not path.exists():
+        raise DataNotFoundError(
+            f"WikiText-2 not found: {path} is missing. On a machine with internet, download the tokenised "
+            f"WikiText-2 release (wikitext-2-v1.zip) and unpack it into {path.parent.parent} (it creates "
+            f"wikitext-2/), or set KITLIB_DATA to a folder that has it.")
+    sentences = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        tokens = line.split()
+        if not tokens or (tokens[0] == "=" and tokens[-1] == "="):
+            continue
+        current = []
+        for token in tokens:
+            current.append(token)
+            if token in WIKITEXT2_SENTENCE_END:
+                sentences.append(current)
+                current = []
+        if current:
+            sentences.append(current)
+    return sentences

