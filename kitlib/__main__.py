@@ -1,4 +1,4 @@
-"""Command line: ``python -m kitlib run [SLUG ...]`` and ``python -m kitlib list``.
+"""Command line: ``python -m kitlib run [SLUG ...]``, ``python -m kitlib seeds SLUG ...`` and ``list``.
 
 Bad input (unknown slug, profile or device, CUDA asked for on a machine without it, a negative seed) is
 refused with exit status 2 before any work starts.
@@ -10,10 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .chapters import SLUGS, chapter_source, get_chapter, project_root, written_chapters
-
-PROFILES = ("quick", "full")  # kept in step with kitlib.run.PROFILES (a test checks); no torch import here
-DEVICES = ("auto", "cpu", "cuda")
+from .chapters import DEVICES, PROFILES, SLUGS, chapter_source, get_chapter, project_root, written_chapters
 
 
 def _seed(text: str) -> int:
@@ -26,10 +23,39 @@ def _seed(text: str) -> int:
     return value
 
 
+def _seed_list(text: str) -> list[int]:
+    from .seeds import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be a positive integer, got {text!r}")
+    return value
+
+
+def _check_slugs(parser: argparse.ArgumentParser, slugs: list[str]) -> None:
+    unknown = [s for s in slugs if s not in SLUGS]
+    if unknown:
+        parser.error(f"unknown chapter(s) {', '.join(map(repr, unknown))}; valid slugs: {', '.join(SLUGS)}")
+    missing = [s for s in slugs if not chapter_source(s).exists()]
+    if missing:
+        written = ", ".join(c.slug for c in written_chapters()) or "none"
+        parser.error(f"chapter(s) {', '.join(missing)} not written yet; written chapters: {written}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kitlib",
                                      description="Run and list the chapters of the executable book.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,list}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,seeds,list}")
 
     run = verbs.add_parser("run", help="execute chapters with papermill; write DIR/<slug>.ipynb and .json",
                            description="Execute chapters (all written ones when no slug is given) through "
@@ -46,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the profile's configuration for its first steps only, claims not enforced: "
                           "checks that e.g. the full profile builds, in seconds, on CPU")
 
+    seeds = verbs.add_parser("seeds", help="run chapters on many seeds; write results/seeds/<slug>.json",
+                             description="Run each chapter once per seed (on the CPU, N one-thread jobs at a "
+                                         "time) and write results/seeds/<slug>.json: per claim, on how many "
+                                         "seeds it held and the spread of its value and null. Exit status 0 "
+                                         "only if every hard claim held on every seed.")
+    seeds.set_defaults(subparser=seeds)
+    seeds.add_argument("slugs", nargs="+", metavar="SLUG", help=f"chapter slugs: {', '.join(SLUGS)}")
+    seeds.add_argument("--seeds", type=_seed_list, default=list(range(10)), metavar="LIST",
+                       help="seeds as 0-9 or 0,3,7 (default 0-9)")
+    seeds.add_argument("--profile", default="quick", choices=PROFILES, help="profile to run (default quick)")
+    seeds.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                       help="parallel one-thread runs (default 1; at most the machine's cores is sensible)")
+
     lister = verbs.add_parser("list", help="each chapter with the claims and wall time of its last run",
                               description="Print each chapter's slug, title, and the claims held / total and "
                                           "wall time of its last run record in DIR.")
@@ -57,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     parser = args.subparser
-    unknown = [s for s in args.slugs if s not in SLUGS]
-    if unknown:
-        parser.error(f"unknown chapter(s) {', '.join(map(repr, unknown))}; valid slugs: {', '.join(SLUGS)}")
-    missing = [s for s in args.slugs if not chapter_source(s).exists()]
-    if missing:
-        written = ", ".join(c.slug for c in written_chapters()) or "none"
-        parser.error(f"chapter(s) {', '.join(missing)} not written yet; written chapters: {written}")
+    _check_slugs(parser, args.slugs)
     if args.device == "cuda":
         import torch
 
@@ -85,6 +118,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(slugs)}] {slug}: {'ok' if outcome.ok else 'FAILED'}: {outcome.message}", flush=True)
         failures += not outcome.ok
     return 1 if failures else 0
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    from .seeds import hard_claims_not_always_held, run_sweep, sweep_path
+
+    _check_slugs(args.subparser, args.slugs)
+    status = 0
+    for slug in args.slugs:
+        print(f"{slug}: profile {args.profile}, seeds {args.seeds[0]}..{args.seeds[-1]} "
+              f"({len(args.seeds)} runs, {args.jobs} at a time) ...", flush=True)
+        summary = run_sweep(slug, args.seeds, profile=args.profile, jobs=args.jobs)
+        weak = hard_claims_not_always_held(summary)
+        crashed = [r["seed"] for r in summary["runs"] if r["wall_s"] is None]
+        print(f"{slug}: wrote {sweep_path(slug)}; "
+              + (f"hard claims not held on every seed: {', '.join(weak)}" if weak
+                 else "every hard claim held on every seed")
+              + (f"; runs that left no record: seeds {crashed}" if crashed else ""), flush=True)
+        status |= bool(weak or crashed)
+    return status
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -115,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verb == "run":
         return _run(args)
+    if args.verb == "seeds":
+        return _seeds(args)
     return _list(args)
 
 

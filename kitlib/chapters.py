@@ -36,6 +36,10 @@ CHAPTERS: tuple[Chapter, ...] = (
 
 SLUGS: tuple[str, ...] = tuple(c.slug for c in CHAPTERS)
 
+# The one list of profiles and devices (the command line, the run context and the record schema read it).
+PROFILES: tuple[str, ...] = ("quick", "full")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
 
 class UnknownChapterError(ValueError):
     """A slug that is not one of the book's chapters."""

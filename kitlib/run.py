@@ -1,28 +1,30 @@
-"""One run of a chapter: seed, device, profile, and the run record it ends with.
+"""One run of a chapter: seed, device, profile, the claims ledger, and the run record it ends with.
 
-A chapter's first cells do::
+The runner passes everything as papermill parameters (the chapter's ``parameters`` cell declares them with
+defaults for an interactive session)::
 
-    run = kitlib.run.start("flooding", profile=profile, seed=seed, device=device, profiles=PROFILES)
+    slug, profile, seed, device, smoke, record_path = "flooding", "quick", 0, "auto", False, ""
+
+and the chapter's hidden set-up cell does::
+
+    run = kitlib.run.start(slug, profile=profile, seed=seed, device=device, smoke=smoke,
+                           record_path=record_path, profiles=PROFILES)
     cfg = run.config
+    claims = run.claims([...])          # every claim, declared once
 
-and its last cell ``run.finish(ledger)``, which shows the claims table, writes the run record when the
-runner asked for one (environment variable ``KITLIB_RECORD``) and raises if a hard claim failed.
-
-``KITLIB_SMOKE=1`` (set by ``python -m kitlib run --smoke``) runs a profile's configuration cut down by its
-``smoke()`` method to its first steps: it checks that a full-profile run builds, without enforcing claims.
+and its last cell ``run.finish()``: the run record is written (when ``record_path`` is set) and a failed
+hard claim raises. ``smoke=True`` (``python -m kitlib run --smoke``) runs a profile's configuration cut down
+by its ``smoke()`` method to its first steps: it checks that a full-profile run builds, claims not enforced.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import platform
 import random
 import resource
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .chapters import get_chapter
-
-PROFILES: tuple[str, ...] = ("quick", "full")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+from .chapters import DEVICES, PROFILES, get_chapter
+from .claims import Claim, ClaimsLedger
 
 
 class UnknownProfileError(ValueError):
@@ -91,6 +90,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def config_line(config: Any) -> str:
+    """'width 256 · seeds 5 · epochs 200': the fields a config dataclass names in its ``headline`` tuple, with
+    their values (generated, so the line the reader sees cannot disagree with the configuration)."""
+    parts = []
+    for name in getattr(config, "headline", ()):
+        value = getattr(config, name)
+        if isinstance(value, (tuple, list)):
+            value = ", ".join(str(v) for v in value)
+        parts.append(f"{name.replace('_', ' ')} {value}")
+    return " · ".join(parts)
+
+
 @dataclass
 class Run:
     """The state of one chapter run; created by :func:`start`."""
@@ -103,58 +114,47 @@ class Run:
     rng: np.random.Generator
     smoke: bool = False
     requested_device: str = "auto"     # as passed (the parameter); ``device`` is what it resolved to
+    record_path: str = ""
     started_monotonic: float = field(default_factory=time.monotonic)
+    ledger: ClaimsLedger | None = None
 
     def describe(self) -> str:
         smoke = " (smoke: first steps only)" if self.smoke else ""
-        return f"{self.slug}: profile {self.profile}{smoke}, seed {self.seed}, {device_description(self.device)}"
+        line = f"{self.slug}: profile {self.profile}{smoke}, seed {self.seed}, {device_description(self.device)}"
+        config = config_line(self.config)
+        return f"{line} — {config}" if config else line
 
     def seeds(self, count: int) -> list[int]:
         """``count`` distinct seeds derived from the run's seed: seed, seed+1, ... (readable in the record)."""
         return [self.seed + k for k in range(count)]
 
-    def record(self, ledger) -> dict[str, Any]:
-        """The kernel's part of the run record; the runner adds wall time, start time and git commit."""
-        chapter = get_chapter(self.slug)
-        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
-        rec: dict[str, Any] = {
-            "chapter": self.slug,
-            "title": chapter.title,
-            "profile": self.profile,
-            "seed": self.seed,
-            "smoke": self.smoke,
-            "device": self.device.type,
-            "device_name": device_description(self.device),
-            "parameters": {"profile": self.profile, "seed": self.seed, "device": self.requested_device},
-            "config": config,
-            "kernel_s": round(time.monotonic() - self.started_monotonic, 2),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__, "kitlib": __version__},
-            "claims": [c.as_record() for c in ledger.claims],
-        }
-        if self.device.type == "cuda":
-            rec["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        return rec
+    def claims(self, declared: Sequence[Claim]) -> ClaimsLedger:
+        """The chapter's claims ledger, declared once; its table shows the committed seed sweep's counts."""
+        from .seeds import load_sweep
 
-    def finish(self, ledger) -> None:
-        """Write the record (when the runner asked for one), then raise if a hard claim failed.
+        self.ledger = ClaimsLedger(self.slug, declared, profile=self.profile, sweep=load_sweep(self.slug))
+        return self.ledger
 
-        In smoke mode nothing is enforced: the point is that every cell ran."""
-        path = os.environ.get("KITLIB_RECORD")
-        if path:
-            Path(path).write_text(json.dumps(self.record(ledger), indent=2, ensure_ascii=False))
+    def finish(self) -> None:
+        """Write the record (when the runner asked for one), then raise if a hard claim failed or a declared
+        claim was never measured. In smoke mode nothing is enforced: the point is that every cell ran."""
+        from .record import kernel_record, write_json_atomic
+
+        if self.ledger is None:
+            raise RuntimeError("run.finish(): the chapter declared no claims (run.claims([...]))")
+        if self.record_path:
+            write_json_atomic(Path(self.record_path), kernel_record(self, self.ledger))
         if not self.smoke:
-            ledger.raise_if_failed()
+            self.ledger.raise_if_failed()
 
 
-def start(slug: str, *, profile: str, seed: int, device: str, profiles: Mapping[str, Any]) -> Run:
+def start(slug: str, *, profile: str, seed: int, device: str, profiles: Mapping[str, Any], smoke: bool = False,
+          record_path: str = "") -> Run:
     """Validate the parameters, seed everything, pick the device, choose the profile's configuration.
 
     Threads: ``OMP_NUM_THREADS`` (the runner sets 1 unless the user chose) also caps torch's intra-op threads."""
     get_chapter(slug)
     config = select_profile(profiles, profile)
-    smoke = os.environ.get("KITLIB_SMOKE", "") == "1"
     if smoke:
         config = config.smoke()
     threads = os.environ.get("OMP_NUM_THREADS")
@@ -162,6 +162,6 @@ def start(slug: str, *, profile: str, seed: int, device: str, profiles: Mapping[
         torch.set_num_threads(int(threads))
     rng = seed_everything(seed)
     run = Run(slug=slug, profile=profile, seed=seed, device=pick_device(device), config=config, rng=rng,
-              smoke=smoke, requested_device=device)
+              smoke=bool(smoke), requested_device=device, record_path=str(record_path or ""))
     print(run.describe(), file=sys.stdout)
     return run

@@ -8,6 +8,7 @@ its path printed).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .chapters import chapter_source, get_chapter, project_root
-from .record import hard_failures, validate_record, write_json_atomic
+from .record import complete_record, hard_failures, write_json_atomic
+
+# The kernel's own log line "Kernel is running over TCP without encryption" (ipykernel 7) would be printed for
+# every chapter; the kernel runs on this machine's loopback only.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class ChapterNotWrittenError(FileNotFoundError):
@@ -90,27 +95,34 @@ def run_chapter(slug: str, *, profile: str = "quick", seed: int = 0, device: str
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{slug}-"))
     record_path = work / f"{slug}.json"
     notebook_path = work / f"{slug}.ipynb"
-    keys = ("OMP_NUM_THREADS", "KITLIB_RECORD", "KITLIB_SMOKE", "TQDM_DISABLE")
-    saved_env = {k: os.environ.get(k) for k in keys}
+    saved_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TQDM_DISABLE")}
     show_progress = saved_env["TQDM_DISABLE"] in (None, "", "0")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TQDM_DISABLE"] = "1"  # no progress bars inside the notebook; the runner shows cell progress
-    os.environ["KITLIB_RECORD"] = str(record_path)
-    os.environ["KITLIB_SMOKE"] = "1" if smoke else "0"
-    started = dt.datetime.now(dt.timezone.utc)
+    parameters = {"slug": slug, "profile": profile, "seed": seed, "device": device, "smoke": bool(smoke),
+                  "record_path": str(record_path)}
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
+
+    def completed_record() -> dict | None:
+        if not record_path.exists():
+            return None
+        return complete_record(json.loads(record_path.read_text()), started=started,
+                               wall_s=time.monotonic() - t0, git_commit=git_commit(root))
+
     try:
         executed = papermill.execute_notebook(
-            notebook, str(notebook_path), parameters={"profile": profile, "seed": seed, "device": device},
-            kernel_name="python3", language="python", cwd=str(src.parent), progress_bar=show_progress)
+            notebook, str(notebook_path), parameters=parameters, kernel_name="python3", language="python",
+            cwd=str(src.parent), progress_bar=show_progress, extra_arguments=KERNEL_ARGUMENTS)
     except PapermillExecutionError as err:
+        record = completed_record()   # written when only the claims failed: seed sweeps still count them
         kept = Path(tempfile.mkdtemp(prefix=f"kitlib-failed-{slug}-"))
         for path in work.iterdir():
             shutil.move(str(path), kept / path.name)
         shutil.rmtree(work, ignore_errors=True)
         evalue = str(err.evalue).strip().splitlines()[-1] if str(err.evalue).strip() else ""
         return RunOutcome(slug, False, f"cell {err.exec_count} failed with {err.ename}: {evalue}\n"
-                                       f"  partial notebook kept at {kept / notebook_path.name}")
+                                       f"  partial notebook kept at {kept / notebook_path.name}", record=record)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -122,16 +134,9 @@ def run_chapter(slug: str, *, profile: str = "quick", seed: int = 0, device: str
                 os.environ[key] = value
 
     try:
-        if not record_path.exists():
-            return RunOutcome(slug, False, "the chapter ended without calling run.finish(ledger): no run record")
-        import json
-
-        record = json.loads(record_path.read_text())
-        record["started"] = started.isoformat(timespec="seconds")
-        record["wall_s"] = round(time.monotonic() - t0, 1)
-        record["git_commit"] = git_commit(root)
-        record.pop("kernel_s", None)
-        validate_record(record)
+        record = completed_record()
+        if record is None:
+            return RunOutcome(slug, False, "the chapter ended without calling run.finish(): no run record")
         _decorate(executed, record)
         nbformat.write(executed, notebook_path)
         write_json_atomic(record_path, record)

@@ -4,6 +4,8 @@
   from the quick records in ``book/`` and the full-profile records committed under ``results/``.
 - ``{claims-comparison} SLUG``: the chapter's claims with the quick run's values beside the full (GPU) run's,
   when ``results/`` holds a full-profile record of that chapter.
+- ``{claims-index}``: every claim of every chapter in one table (chapter, id, statement, kind, hard/soft,
+  measured, null, seeds held), from the records in ``book/`` and the sweeps in ``results/seeds/``.
 
 Reading the records at render time means the pages can never disagree with the runs they describe.
 """
@@ -19,6 +21,7 @@ from sphinx.util.docutils import SphinxDirective
 from .chapters import written_chapters
 from .claims import format_value
 from .record import claims_held, find_records, hard_failures
+from .seeds import load_sweep
 
 
 def _records(srcdir: Path) -> tuple[dict, dict]:
@@ -50,6 +53,24 @@ def _summary(record: dict | None) -> str:
             f"{record['wall_s']:.0f} s · seed {record['seed']} · {record['started'][:10]}")
 
 
+def _seeds_summary(sweep: dict | None) -> str:
+    """'hard claims on every seed: 9/9 (seeds 0–9)', or '—' without a committed sweep."""
+    if not sweep:
+        return "—"
+    hard = [c for c in sweep["claims"].values() if c["hard"]]
+    always = sum(c["held"] == c["of"] for c in hard)
+    seeds = sweep["seeds"]
+    mark = "✓" if always == len(hard) else "✗"
+    return f"{mark} {always}/{len(hard)} hard claims held on every seed ({len(seeds)} seeds, {sweep['profile']})"
+
+
+def _null_cell(claim: dict) -> str:
+    null = claim.get("null")
+    if not null:
+        return "—"
+    return _cell(f"{null['label']}: {format_value(null['value'])}" + (" (meets the target)" if null["holds"] else ""))
+
+
 class _TableDirective(SphinxDirective):
     def _render(self, lines: list[str]) -> list[nodes.Node]:
         container = nodes.container(classes=["kitlib-table"])
@@ -65,10 +86,14 @@ class ScorecardDirective(_TableDirective):
         book, full = _records(srcdir)
         for path in list((srcdir / "book").glob("*.json")) + list((srcdir / "results").glob("*.json")):
             self.env.note_dependency(str(path))
-        lines = ["| chapter | run in book/ | full profile (GPU), from results/ |", "|---|---|---|"]
+        lines = ["| chapter | run in book/ | seed sweep, from results/seeds/ | full profile (GPU), from results/ |",
+                 "|---|---|---|---|"]
         for chapter in written_chapters(srcdir):
             link = f"{{doc}}`{_cell(chapter.title)} </book/{chapter.slug}>`"
-            lines.append(f"| {link} | {_summary(book.get(chapter.slug))} | {_summary(full.get(chapter.slug))} |")
+            sweep = load_sweep(chapter.slug, srcdir)
+            self.env.note_dependency(str(srcdir / "results" / "seeds" / f"{chapter.slug}.json"))
+            lines.append(f"| {link} | {_summary(book.get(chapter.slug))} | {_seeds_summary(sweep)} | "
+                         f"{_summary(full.get(chapter.slug))} |")
         return self._render(lines)
 
 
@@ -103,7 +128,33 @@ class ClaimsComparisonDirective(_TableDirective):
         return self._render(lines)
 
 
+class ClaimsIndexDirective(_TableDirective):
+    has_content = False
+
+    def run(self):
+        srcdir = Path(self.env.srcdir)
+        book, _ = _records(srcdir)
+        lines = ["| chapter | id | claim | kind | hard/soft | measured | target | null control | seeds held |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for chapter in written_chapters(srcdir):
+            self.env.note_dependency(str(srcdir / "book" / f"{chapter.slug}.json"))
+            self.env.note_dependency(str(srcdir / "results" / "seeds" / f"{chapter.slug}.json"))
+            record, sweep = book.get(chapter.slug), load_sweep(chapter.slug, srcdir) or {}
+            if record is None:
+                continue
+            link = f"{{doc}}`{chapter.slug} </book/{chapter.slug}>`"
+            for c in record["claims"]:
+                seeds = sweep.get("claims", {}).get(c["id"])
+                held = f"{seeds['held']}/{seeds['of']}" if seeds else "—"
+                mark = "✓" if c["holds"] else "✗"
+                lines.append(f"| {link} | {c['id']} | {_cell(c['statement'])} | {c['kind']} | "
+                             f"{'hard' if c['hard'] else 'soft'} | {mark} {_cell(format_value(c['value']))} | "
+                             f"{_cell(c['target'])} | {_null_cell(c)} | {held} |")
+        return self._render(lines)
+
+
 def setup(app):
+    app.add_directive("claims-index", ClaimsIndexDirective)
     app.add_directive("scorecard", ScorecardDirective)
     app.add_directive("claims-comparison", ClaimsComparisonDirective)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

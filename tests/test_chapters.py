@@ -11,6 +11,7 @@ import pytest
 
 from kitlib.chapters import project_root, written_chapters
 from kitlib.record import hard_failures, validate_record
+from kitlib.seeds import load_sweep
 
 ROOT = project_root()
 SLUGS = [c.slug for c in written_chapters()]
@@ -36,6 +37,20 @@ def test_chapter_quick_profile(slug):
             assert not (output.output_type == "stream" and output.name == "stderr"), output.text[:500]
     assert any("nbval-check-output" in c.metadata.get("tags", []) for c in nb.cells), \
         "the claims table cell must be compared by nbval"
+    sweep = load_sweep(slug)
+    assert sweep is not None, f"no committed seed sweep: python -m kitlib seeds {slug} --seeds 0-9"
+    assert sweep["profile"] == "quick"
+    assert list(sweep["claims"]) == [c["id"] for c in record["claims"]], \
+        f"results/seeds/{slug}.json is stale (its claim ids differ from the chapter's): rerun the sweep"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_committed_sweep_holds_every_hard_claim_on_ten_seeds(slug):
+    sweep = load_sweep(slug)
+    assert sweep is not None, f"no committed seed sweep: python -m kitlib seeds {slug} --seeds 0-9"
+    assert len(sweep["seeds"]) >= 10
+    weak = {cid: f"{c['held']}/{c['of']}" for cid, c in sweep["claims"].items() if c["hard"] and c["held"] < c["of"]}
+    assert not weak, f"hard claims that did not hold on every seed: {weak}"
 
 
 @pytest.mark.parametrize("slug", SLUGS)

@@ -78,22 +78,25 @@ kernelspec:
 ```{{code-cell}} ipython3
 :tags: [parameters]
 
+slug = "flooding"
 profile = "quick"
 seed = 0
 device = "auto"
+smoke = False
+record_path = ""
 ```
 
 ```{{code-cell}} ipython3
 import kitlib.run
-from kitlib.claims import ClaimsLedger
-run = kitlib.run.start("flooding", profile=profile, seed=seed, device=device,
+from kitlib.claims import Claim, at_most
+run = kitlib.run.start(slug, profile=profile, seed=seed, device=device, smoke=smoke, record_path=record_path,
                        profiles={{"quick": {{"n": 1}}, "full": {{"n": 2}}}})
-ledger = ClaimsLedger("flooding")
-ledger.check_range("T1", "a claim", "test", {value}, high=1.0)
+claims = run.claims([Claim("T1", "a claim", "test", kind="identity", bounds=at_most(1.0))])
+claims.measure("T1", {value})
 ```
 
 ```{{code-cell}} ipython3
-run.finish(ledger)
+run.finish()
 ```
 """
 
@@ -112,7 +115,9 @@ def test_runner_writes_notebook_and_valid_record(tmp_path):
     assert record["seed"] == 4 and record["profile"] == "quick" and record["claims"][0]["holds"]
     assert record["parameters"]["device"] == "auto" and record["device"] in ("cpu", "cuda")
     nb = nbformat.read(root / "out" / "flooding.ipynb", as_version=4)
-    assert nb.metadata.papermill.parameters == {"profile": "quick", "seed": 4, "device": "auto"}
+    parameters = nb.metadata.papermill.parameters
+    assert {k: parameters[k] for k in ("slug", "profile", "seed", "device", "smoke")} == \
+        {"slug": "flooding", "profile": "quick", "seed": 4, "device": "auto", "smoke": False}
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "remove-cell" in injected[0].metadata.tags
     assert "Executed with profile **quick**, seed 4, on CPU" in nb.cells[1].source
@@ -129,6 +134,7 @@ def test_failed_claim_keeps_previous_outputs(tmp_path):
     assert "ClaimsFailed" in outcome.message and "T1" in outcome.message
     assert "partial notebook kept at" in outcome.message
     assert {p.name: p.read_bytes() for p in (root / "out").iterdir()} == before
+    assert outcome.record is not None and outcome.record["claims"][0]["holds"] is False  # seed sweeps count it
 
 
 def test_smoke_flag_reaches_the_kernel(tmp_path):
@@ -141,3 +147,50 @@ def test_smoke_flag_reaches_the_kernel(tmp_path):
     assert outcome.ok, outcome.message
     assert outcome.record["smoke"] is True and outcome.record["config"] == {"n": 0}
     assert "not enforced" in outcome.message
+
+
+# --- seed sweeps --------------------------------------------------------------------------------------
+def test_parse_seeds():
+    from kitlib.seeds import parse_seeds
+
+    assert parse_seeds("0-9") == list(range(10)) and parse_seeds("0,3,7") == [0, 3, 7]
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    for bad in ("3-1", "-1", "a", "1,1", ""):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)
+    result = kitlib_cli("seeds", "flooding", "--seeds", "x")
+    assert result.returncode == 2 and "0-9" in result.stderr
+    result = kitlib_cli("seeds", "flooding", "--jobs", "0")
+    assert result.returncode == 2 and "--jobs" in result.stderr
+
+
+def test_summarise_counts_held_seeds_and_spreads():
+    from kitlib.seeds import hard_claims_not_always_held, spread, summarise
+
+    def record(value, null):
+        return {"claims": [{"id": "G", "hard": True, "kind": "measurement", "target": "≥ 2", "value": value,
+                            "holds": value >= 2 and null < 2, "null": {"label": "plain", "value": null,
+                                                                        "holds": null >= 2}}]}
+
+    records = {0: record(3.0, 0.1), 1: record(1.0, 0.2), 2: record(4.0, 2.5), 3: None}   # seed 3 crashed
+    summary = summarise("flooding", "quick", [0, 1, 2, 3], records,
+                        [{"seed": s, "ok": True, "wall_s": 10.0 + s} for s in range(4)])
+    g = summary["claims"]["G"]
+    assert (g["held"], g["of"], g["failed_seeds"]) == (1, 4, [1, 2, 3])
+    assert g["value"] == {"min": 1.0, "median": 3.0, "max": 4.0}
+    assert g["null"] == {"label": "plain", "value": {"min": 0.1, "median": 0.2, "max": 2.5}, "held": 1}
+    assert hard_claims_not_always_held(summary) == ["G (1/4)"]
+    assert spread([{"a": 1, "b": 2}, {"a": 3, "b": "x"}]) == {"a": {"min": 1, "median": 2.0, "max": 3},
+                                                             "b": {"min": 2.0, "median": 2.0, "max": 2.0}}
+
+
+def test_sweep_runs_each_seed_and_writes_the_summary(tmp_path):
+    from kitlib.seeds import run_sweep
+
+    root = _project(tmp_path, "0.1 * seed")          # the claim (≤ 1) fails for seeds above 10
+    summary = run_sweep("flooding", [0, 11], jobs=2, root=root, report=lambda line: None)
+    written = json.loads((root / "results" / "seeds" / "flooding.json").read_text())
+    assert written == summary and written["seeds"] == [0, 11]
+    assert written["claims"]["T1"]["held"] == 1 and written["claims"]["T1"]["failed_seeds"] == [11]
+    assert [r["ok"] for r in written["runs"]] == [True, False]
+    assert written["claims"]["T1"]["value"] == {"min": 0.0, "median": 0.55, "max": 1.1}
