@@ -57,13 +57,21 @@ def executed_with_line(record: dict) -> str:
 
 
 def _decorate(notebook, record: dict) -> None:
-    """Hide papermill's injected-parameters cell and say on the page what produced it."""
+    """Hide papermill's injected-parameters cell and say on the page what produced it.
+
+    The injected ``record_path`` pointed into the runner's scratch folder, which is gone: it is cleared, so
+    that re-executing the notebook (nbval) writes no record."""
+    import re
+
     import nbformat
 
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
+        if "injected-parameters" in tags:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            cell.source = re.sub(r'^record_path = .*$', 'record_path = ""  # the run\'s scratch record, moved away',
+                                 cell.source, flags=re.M)
     first_markdown = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "markdown"), -1)
     line = nbformat.v4.new_markdown_cell(executed_with_line(record))
     line.metadata["tags"] = ["kitlib-executed-with"]

@@ -2,6 +2,7 @@
 chapter leaves the previous good outputs untouched, a good one writes a valid record."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -120,6 +121,7 @@ def test_runner_writes_notebook_and_valid_record(tmp_path):
         {"slug": "flooding", "profile": "quick", "seed": 4, "device": "auto", "smoke": False}
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "remove-cell" in injected[0].metadata.tags
+    assert re.search(r"^record_path = \"\"", injected[0].source, flags=re.M)
     assert "Executed with profile **quick**, seed 4, on CPU" in nb.cells[1].source
     assert not [p.name for p in (root / "out").iterdir() if p.name.startswith(".")]
 
