@@ -55,7 +55,7 @@ def _check_slugs(parser: argparse.ArgumentParser, slugs: list[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kitlib",
                                      description="Run and list the chapters of the executable book.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,seeds,list}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,seeds,list,data}")
 
     run = verbs.add_parser("run", help="execute chapters with papermill; write DIR/<slug>.ipynb and .json",
                            description="Execute chapters (all written ones when no slug is given) through "
@@ -85,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                        help="parallel one-thread runs (default 1; at most the machine's cores is sensible)")
 
+    data = verbs.add_parser("data", help="the optional data sets (MNIST, CIFAR-10, WikiText-2): status and fetch",
+                            description="Without a verb: a table of the optional data sets, the chapters that "
+                                        "use them, their folder in $KITLIB_DATA (default ~/.cache/kitlib), "
+                                        "present or missing, and whether they match the official checksums.")
+    data.set_defaults(subparser=data)
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="{fetch}")
+    fetch = data_verbs.add_parser("fetch", help="download, verify and unpack data sets into the cache",
+                                  description="Download from the official sources (or --mirror), verify the "
+                                              "published checksums, unpack into the layout the loaders read. "
+                                              "Nothing is left half-written on failure.")
+    fetch.set_defaults(subparser=fetch)
+    fetch.add_argument("names", nargs="+", metavar="NAME", help="mnist, cifar10, wikitext2, or all")
+    fetch.add_argument("--mirror", metavar="URL", help="a server holding the same files (tried instead)")
+
     lister = verbs.add_parser("list", help="each chapter with the claims and wall time of its last run",
                               description="Print each chapter's slug, title, and the claims held / total and "
                                           "wall time of its last run record in DIR.")
@@ -102,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             parser.error("--device cuda was asked for, but this machine has no CUDA device; use --device cpu")
+    _writable_folder(args.out or project_root() / "book")
     slugs = args.slugs or [c.slug for c in written_chapters()]
     if not slugs:
         print("no chapters are written yet (chapters/*.md)", file=sys.stderr)
@@ -118,6 +133,48 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(slugs)}] {slug}: {'ok' if outcome.ok else 'FAILED'}: {outcome.message}", flush=True)
         failures += not outcome.ok
     return 1 if failures else 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .data import data_dir
+    from .data_fetch import DATASETS, DataFetchError, fetch, status
+
+    if args.data_verb is None:
+        print(f"data cache: {data_dir()} (set KITLIB_DATA to use another folder)")
+        print(f"{'name':<10} {'used by':<14} {'folder':<42} {'present':<8} official checksums")
+        for spec in DATASETS.values():
+            st = status(spec)
+            print(f"{spec.name:<10} {', '.join(spec.chapters):<14} {str(st.folder):<42} "
+                  f"{'yes' if st.present else 'missing':<8} {st.checksums}")
+        return 0
+    names = list(DATASETS) if "all" in args.names else args.names
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        args.subparser.error(f"unknown data set(s) {', '.join(unknown)}; choose {', '.join(DATASETS)} or all")
+    failures = 0
+    for name in names:
+        try:
+            folder = fetch(DATASETS[name], mirror=args.mirror)
+        except DataFetchError as err:
+            print(f"{name}: FAILED: {err}", file=sys.stderr)
+            failures += 1
+        else:
+            print(f"{name}: verified and unpacked into {folder}")
+    return 1 if failures else 0
+
+
+def _writable_folder(folder: Path) -> None:
+    """Exit 2 with one line when the output folder cannot be created or written, before any chapter runs."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        print(f"python -m kitlib run: --out {folder} cannot be created or written: {err.strerror or err}",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def _seeds(args: argparse.Namespace) -> int:
@@ -169,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.verb == "seeds":
         return _seeds(args)
+    if args.verb == "data":
+        return _data(args)
     return _list(args)
 
 

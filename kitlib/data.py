@@ -1,8 +1,9 @@
 """Datasets of the book, all offline: the papers' synthetic generators, scikit-learn's bundled sets, and
 readers for data that must be fetched beforehand (MNIST, CIFAR-10) from a cache folder.
 
-The cache folder is ``$KITLIB_DATA`` or, by default, ``~/.cache/kitlib``. A missing data set raises
-:class:`DataNotFoundError`, which says where to put the files and how to fetch them on a machine with internet.
+The cache folder is ``$KITLIB_DATA`` or, by default, ``~/.cache/kitlib``; ``python -m kitlib data fetch NAME``
+fills it (:mod:`kitlib.data_fetch`). A missing data set raises :class:`DataNotFoundError`, a damaged file
+:class:`DataCorruptError`; both say what to run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ import torch
 
 class DataNotFoundError(FileNotFoundError):
     """A data set that has to be downloaded beforehand is not in the cache folder."""
+
+
+class DataCorruptError(DataNotFoundError):
+    """A data file is in the cache folder but damaged (truncated, wrong format, empty, unexpected content).
+    The message names the file, what is wrong with it, and the command that fetches a good copy."""
+
+    def __init__(self, path: Path, problem: str, dataset: str):
+        super().__init__(f"{path}: {problem}. Fetch a good copy with: python -m kitlib data fetch {dataset}")
+        self.path, self.problem, self.dataset = Path(path), problem, dataset
 
 
 @dataclass
@@ -133,15 +143,28 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format): magic 0x0000 | dtype 0x08 | ndim, big-endian int32 sizes, bytes."""
+    """Read an IDX file (MNIST's format): magic 0x0000 | dtype 0x08 | ndim, big-endian int32 sizes, bytes.
+    A damaged file (unreadable gzip, wrong magic, fewer bytes than the header promises) raises
+    :class:`DataCorruptError`."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise DataCorruptError(path, f"cannot be read ({err})", "mnist") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataCorruptError(path, f"is not an unsigned-byte IDX file (magic bytes {data[:4].hex() or 'none'}, "
+                                     "expected 000008..)", "mnist")
     ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataCorruptError(path, "is truncated inside its IDX header", "mnist")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataCorruptError(path, f"has {len(data)} bytes where its IDX header {shape} promises {expected} "
+                                     "(truncated or padded)", "mnist")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def load_mnist(split: str = "train", root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,9 +177,8 @@ def load_mnist(split: str = "train", root: Path | None = None) -> tuple[torch.Te
         if path is None:
             raise DataNotFoundError(
                 f"MNIST not found: {candidates[1]} (or the uncompressed file) is missing. On a machine with "
-                f"internet, download the four IDX files (train/t10k images and labels, e.g. from "
-                f"https://ossci-datasets.s3.amazonaws.com/mnist/) into {folder}, or set KITLIB_DATA to a "
-                f"folder that has mnist/ in it.")
+                f"internet run: python -m kitlib data fetch mnist (it verifies the official checksums and "
+                f"writes {folder}), or set KITLIB_DATA to a folder that has mnist/ in it.")
         found.append(path)
     images, labels = (_read_idx(p) for p in found)
     return torch.from_numpy(images.astype(np.float32) / 255).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
@@ -169,17 +191,51 @@ def load_cifar10(split: str = "train", root: Path | None = None) -> tuple[torch.
     missing = [n for n in names if not (folder / n).exists()]
     if missing:
         raise DataNotFoundError(
-            f"CIFAR-10 not found: {folder / missing[0]} is missing. On a machine with internet, download "
-            f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it into {folder.parent} "
-            f"(it creates cifar-10-batches-py/), or set KITLIB_DATA to a folder that has it.")
+            f"CIFAR-10 not found: {folder / missing[0]} is missing. On a machine with internet run: "
+            f"python -m kitlib data fetch cifar10 (it downloads cifar-10-python.tar.gz, verifies it and unpacks "
+            f"it into {folder}), or set KITLIB_DATA to a folder that has cifar-10-batches-py/.")
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        batch = _read_cifar_batch(folder / name)
+        images.append(batch[b"data"].reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return (torch.from_numpy(np.concatenate(images).astype(np.float32) / 255),
             torch.from_numpy(np.concatenate(labels)))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Loads only what the official CIFAR-10 batches contain: plain containers, bytes, numbers, and numpy
+    arrays (reconstructed through ``_reconstruct``, ``ndarray`` and ``dtype``). Any other global (a function
+    that runs code, say) is refused, so a data cache cannot be a way to run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 batch: a dict with b"data" (n, 3072) uint8 and b"labels" (n,), read with the restricted
+    unpickler; anything else raises :class:`DataCorruptError`."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataCorruptError(path, f"is not a CIFAR-10 batch ({err})", "cifar10") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise DataCorruptError(path, f"is not a readable CIFAR-10 pickle ({type(err).__name__}: {err})",
+                               "cifar10") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataCorruptError(path, "holds no uint8 array b'data' of shape (n, 3072)", "cifar10")
+    if labels is None or len(labels) != len(data):
+        raise DataCorruptError(path, f"holds {0 if labels is None else len(labels)} labels for {len(data)} images",
+                               "cifar10")
+    return batch
 
 
 WIKITEXT2_SENTENCE_END = {".", "?", "!"}
@@ -194,11 +250,17 @@ def load_wikitext2_sentences(split: str = "train", root: Path | None = None) -> 
     path = Path(root or data_dir()) / "wikitext-2" / f"wiki.{split}.tokens"
     if not path.exists():
         raise DataNotFoundError(
-            f"WikiText-2 not found: {path} is missing. On a machine with internet, download the tokenised "
-            f"WikiText-2 release (wikitext-2-v1.zip) and unpack it into {path.parent.parent} (it creates "
-            f"wikitext-2/), or set KITLIB_DATA to a folder that has it.")
+            f"WikiText-2 not found: {path} is missing. On a machine with internet run: python -m kitlib data "
+            f"fetch wikitext2 (it downloads wikitext-2-v1.zip, verifies it and unpacks it into "
+            f"{path.parent}), or set KITLIB_DATA to a folder that has wikitext-2/.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataCorruptError(path, f"is not UTF-8 text ({err.reason} at byte {err.start})", "wikitext2") from None
+    if not text.strip():
+        raise DataCorruptError(path, "is empty", "wikitext2")
     sentences = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         tokens = line.split()
         if not tokens or (tokens[0] == "=" and tokens[-1] == "="):
             continue
