@@ -6,7 +6,7 @@ per seed (N parallel one-thread jobs) and writes ``results/seeds/<slug>.json``::
     {"chapter": ..., "profile": ..., "seeds": [0, ..., 9], "git_commit": ..., "wall_s": {min, median, max},
      "runs": [{"seed", "ok", "wall_s", "message"}],
      "claims": {id: {"held": k, "of": n, "hard", "kind", "target", "failed_seeds": [...],
-                     "value": spread, "null": {"label", "value": spread, "held": m}}}}
+                     "value": spread, "values": {seed: value}, "null": {"label", "value": spread, "held": m}}}}
 
 where a spread is ``{"min", "median", "max"}`` of a numeric value (one spread per component for compound
 claims). A seed whose run crashed counts as "not held" for every claim. The chapter's claims table and the
@@ -102,6 +102,7 @@ def summarise(slug: str, profile: str, seeds: Sequence[int], records: dict[int, 
             "held": len(held), "of": len(seeds), "hard": first["hard"], "kind": first["kind"],
             "target": first["target"], "failed_seeds": [s for s in seeds if s not in held],
             "value": spread([c["value"] for c in rows.values() if c is not None]),
+            "values": {str(s): c["value"] for s, c in rows.items() if c is not None},
         }
         nulls = [c["null"] for c in rows.values() if c is not None and c.get("null")]
         if nulls:
