@@ -11,9 +11,10 @@ Jacobian-vector product — so the reconstruction never needs the Gram itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
@@ -62,6 +63,21 @@ def per_sample_jacobian_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def tangent_kernel_gram_loop(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     """:func:`tangent_kernel_gram` from the looped Jacobians (reference implementation)."""
     return torch.einsum("icp,jdp->ijcd", per_sample_jacobian_loop(model, x1), per_sample_jacobian_loop(model, x2))
+
+
+def log_log_slope(step_sizes: Sequence[float], errors: Sequence[float]) -> float:
+    """Least-squares slope p of log error = p log η + c: the observed order of a quadrature rule at a fixed
+    horizon (1 for the Euler path-kernel sum, 2 for the trapezoid rule; claims P1, P2, P8 of ``sgd-svm``)."""
+    return float(np.polyfit(np.log(np.asarray(step_sizes, dtype=float)), np.log(np.asarray(errors, dtype=float)),
+                            1)[0])
+
+
+def max_relative_gap(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |value − reference| / max |reference| (0 when both vanish): an implementation check measured in
+    units of the reference's scale (claims P3 and P7 of ``sgd-svm``)."""
+    scale = reference.abs().max()
+    gap = (value - reference).abs().max()
+    return float(gap / scale) if scale > 0 else float(gap)
 
 
 @dataclass
@@ -132,33 +148,57 @@ class PathKernel:
         alpha = self.alpha() if alpha is None else alpha
         return self.initial + (alpha * self.query_train).sum(dim=1, keepdim=True)
 
+    def frozen_alpha(self) -> torch.Tensor:
+        """α_i(x) replaced by its mean over the queries, ᾱ_i = mean_x α_i(x), broadcast to (n_q, n_train):
+        Su's "the x-dependence of α_i may be negligible" taken literally."""
+        return self.alpha().mean(dim=0, keepdim=True).expand(len(self.initial), -1)
+
+    def relative_error(self, rebuilt: torch.Tensor) -> float:
+        """‖rebuilt − f_T‖ / ‖f_T − f_0‖ over the queries (as :meth:`Reconstruction.relative_error`)."""
+        return float((rebuilt - self.final).norm() / (self.final - self.initial).norm())
+
 
 def accumulate_path_kernel(model: nn.Module, loss_derivative: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                            x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, lr: float,
-                           steps: int) -> PathKernel:
+                           steps: int, linearised: bool = False) -> PathKernel:
     """Full-batch GD on a scalar-output model, building the tangent-kernel Grams at every step (costly: use
-    small problems). ``loss_derivative(f, y)`` returns ℓ'_i = ∂L/∂f(x_i) per training point (n_train,)."""
+    small problems). ``loss_derivative(f, y)`` returns ℓ'_i = ∂L/∂f(x_i) per training point (n_train,).
+
+    Per step t: K += η K_t(x_q, x_i), A += −η K_t(x_q, x_i) ℓ'_{t,i}, G += η K_t(x_i, x_j), θ ← θ − η Σ_i ℓ'_{t,i}
+    ∇f(x_i). ``linearised=True`` trains the model's first-order Taylor expansion at θ_0 instead,
+    f_lin(x; θ) = f(x; θ_0) + J(x; θ_0)(θ − θ_0), whose tangent kernel is K_0 at every step, so that
+    α_i(x) = A/K is the time average of −ℓ'_i whatever x (the null control of claim P6 in ``sgd-svm``); the
+    module is then left at θ_0. Otherwise the module ends at θ_T."""
     n_q, n_t = len(x_query), len(x_train)
     dtype = x_train.dtype
     query_train = torch.zeros(n_q, n_t, dtype=dtype)
     weighted = torch.zeros(n_q, n_t, dtype=dtype)
     train_train = torch.zeros(n_t, n_t, dtype=dtype)
     theta, forward = flat_parameters(model)
+    theta0 = theta.clone()
     initial = forward(theta, x_query).detach()
+    initial_train = forward(theta, x_train).squeeze(-1).detach()
     both = torch.cat([x_query, x_train])
+    j0 = per_sample_jacobian(model, both, theta)[:, 0] if linearised else None
     for _ in range(steps):
-        j = per_sample_jacobian(model, both, theta)[:, 0]    # scalar output: (n_q + n_t, P)
+        j = j0 if linearised else per_sample_jacobian(model, both, theta)[:, 0]    # scalar output: (n_q + n_t, P)
         jq, jt = j[:n_q], j[n_q:]
         k_qt = jq @ jt.T
-        f_train = forward(theta, x_train).squeeze(-1).detach()
+        if linearised:
+            f_train = initial_train + jt @ (theta - theta0)
+        else:
+            f_train = forward(theta, x_train).squeeze(-1).detach()
         d_loss = loss_derivative(f_train, y_train)
         query_train += lr * k_qt
         weighted += -lr * k_qt * d_loss
         train_train += lr * (jt @ jt.T)
         theta = theta - lr * (jt.T @ d_loss)    # ∇L = Σ_i ℓ'_i ∇f(x_i)
-    final = forward(theta, x_query).detach()
-    with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(theta, model.parameters())
+    if linearised:
+        final = initial + (j0[:n_q] @ (theta - theta0)).unsqueeze(-1)
+    else:
+        final = forward(theta, x_query).detach()
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta, model.parameters())
     return PathKernel(query_train, weighted, train_train, initial, final)
 
 

@@ -3,15 +3,17 @@ closed forms for the linear model."""
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kitlib.data import digits_split
 from kitlib.models import digits_cnn
-from kitlib.path_kernel import (accumulate_contributions, accumulate_path_kernel, flat_parameters,
-                                per_sample_jacobian, per_sample_jacobian_loop, tangent_kernel_gram,
-                                tangent_kernel_gram_loop, train_and_reconstruct)
+from kitlib.path_kernel import (PathKernel, accumulate_contributions, accumulate_path_kernel, flat_parameters,
+                                log_log_slope, max_relative_gap, per_sample_jacobian, per_sample_jacobian_loop,
+                                tangent_kernel_gram, tangent_kernel_gram_loop, train_and_reconstruct)
 
 
 @pytest.fixture
@@ -102,3 +104,159 @@ def test_sgd_batches_are_used():
                 p -= 0.1 * g
     torch.testing.assert_close(r.final, manual(x[:2]).detach())
     torch.testing.assert_close(r.euler, r.final, rtol=0, atol=1e-12)   # a linear model: Euler is exact
+
+
+# -- helpers added for chapter format v2 --------------------------------------------------------------------
+def test_log_log_slope_recovers_the_order_of_a_power_law():
+    lrs = [0.4, 0.2, 0.1, 0.05]
+    assert log_log_slope(lrs, [3 * lr**2 for lr in lrs]) == pytest.approx(2.0)
+    assert log_log_slope(lrs, [0.7 * lr for lr in lrs]) == pytest.approx(1.0)
+
+
+def test_max_relative_gap():
+    reference = torch.tensor([[2.0, -4.0], [1.0, 0.0]])
+    assert max_relative_gap(reference + torch.tensor([[0.0, 0.4], [0.0, 0.0]]), reference) == pytest.approx(0.1)
+    assert max_relative_gap(torch.zeros(2), torch.zeros(2)) == 0.0
+
+
+def test_frozen_alpha_and_relative_error():
+    """ᾱ_i = mean over queries of A/K; relative error ‖rebuilt − f_T‖/‖f_T − f_0‖ (claim P6's statistic)."""
+    kernel = PathKernel(query_train=torch.tensor([[1.0, 2.0], [4.0, 1.0]]),
+                        weighted=torch.tensor([[1.0, 4.0], [2.0, 3.0]]), train_train=torch.eye(2),
+                        initial=torch.tensor([[0.0], [1.0]]), final=torch.tensor([[5.0], [6.0]]))
+    frozen = kernel.frozen_alpha()                          # α = [[1, 2], [0.5, 3]] → ᾱ = [0.75, 2.5]
+    torch.testing.assert_close(frozen, torch.tensor([[0.75, 2.5], [0.75, 2.5]]))
+    torch.testing.assert_close(kernel.kernel_machine(), kernel.final)   # exact α: β + Σ A = f_T here
+    rebuilt = kernel.kernel_machine(frozen)                 # [[0 + 0.75 + 5], [1 + 3 + 2.5]]
+    expected = torch.tensor([[5.75], [6.5]])
+    torch.testing.assert_close(rebuilt, expected)
+    assert kernel.relative_error(rebuilt) == pytest.approx(float((expected - kernel.final).norm() / 50**0.5))
+
+
+def test_linearised_training_matches_an_explicit_taylor_model():
+    """accumulate_path_kernel(linearised=True) trains f(x; θ_0) + J(x; θ_0)(θ − θ_0) by GD (checked against a
+    hand-written loop over that model); its α_i(x) does not depend on x, so freezing it is exact (P6's null)."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x = torch.linspace(-1, 1, 6, dtype=torch.float64).unsqueeze(1)
+    y, xq = torch.sin(3 * x), torch.linspace(-1.1, 1.1, 9, dtype=torch.float64).unsqueeze(1)
+    derivative = lambda f, t: (f - t.squeeze(-1)) / len(t)
+    lazy = accumulate_path_kernel(copy.deepcopy(model), derivative, x, y, xq, 0.1, 40, linearised=True)
+    theta0, forward = flat_parameters(model)
+    taylor = lambda t, inputs: forward(theta0, inputs) + torch.func.jvp(lambda s: forward(s, inputs), (theta0,),
+                                                                        (t - theta0,))[1]
+    theta = theta0.clone()
+    for _ in range(40):
+        theta = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(0.5 * ((taylor(theta, x) - y) ** 2).mean(), theta)
+        theta = theta - 0.1 * grad
+    torch.testing.assert_close(lazy.final, taylor(theta, xq).detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(lazy.kernel_machine(), lazy.final, rtol=0, atol=1e-12)
+    assert lazy.relative_error(lazy.kernel_machine(lazy.frozen_alpha())) < 1e-8
+    nonlinear = accumulate_path_kernel(copy.deepcopy(model), derivative, x, y, xq, 0.1, 40)
+    assert nonlinear.relative_error(nonlinear.kernel_machine(nonlinear.frozen_alpha())) > 1e-3
+
+
+# -- each identity of the chapter fails for a plausible wrong implementation ---------------------------------
+# Tolerances as declared in chapters/sgd-svm.md.
+P3_FLOAT64, P1_ERROR, P1_SLOPE, P2_ERROR, P2_SLOPE = 1e-12, 1.2e-2, (0.9, 1.1), 1e-4, (1.8, 2.3)
+P4_RATIO, P5_GAP, P7_GAP = -1e-8, 1e-10, 1e-12
+
+
+def test_P3_batch_summed_jacobian_fails_the_tolerance(mlp):
+    """P3: per-sample Jacobians by vmap(jacrev) match the loop; the classic per-sample-gradient mistake — the
+    Jacobian of the batch's summed output, Σ_j ∇f(x_j), used for every sample — is off by O(1)."""
+    x1, x2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    loop = tangent_kernel_gram_loop(mlp, x1, x2)
+    assert max_relative_gap(tangent_kernel_gram(mlp, x1, x2), loop) <= P3_FLOAT64
+    theta, forward = flat_parameters(mlp)
+    summed = lambda x: torch.func.jacrev(lambda t: forward(t, x).sum(0))(theta).expand(len(x), -1, -1)
+    assert max_relative_gap(torch.einsum("icp,jdp->ijcd", summed(x1), summed(x2)), loop) > 1e-3
+
+
+def _reconstructions(lr, steps):
+    """Train a small digits MLP by GD and rebuild its query outputs with the right per-step increments and
+    with plausible wrong ones: J(θ_t)(−∇L) (learning rate missing), −J(θ_t)Δθ_t (loss derivative's sign
+    flipped) and J(θ_{t+1})Δθ_t on both halves of the trapezoid (gradients at θ_{t+1} on both sides)."""
+    digits = digits_split(np.random.default_rng(0), n_val=0, n_test=8, standardise=False)
+    x, y, xq = digits.x_train[:32].double(), digits.y_train[:32], digits.x_test.double()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    theta, forward = flat_parameters(model)
+    at = lambda t, v: torch.func.jvp(lambda s: forward(s, xq), (t,), (v,))[1]
+    initial = forward(theta, xq).detach()
+    sums = dict.fromkeys(["euler", "trapezoid", "no_lr", "sign", "right_point"], 0)
+    for _ in range(steps):
+        theta_req = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(forward(theta_req, x), y), theta_req)
+        delta = -lr * grad
+        here, there = at(theta, delta), at(theta + delta, delta)
+        for key, increment in (("euler", here), ("trapezoid", 0.5 * (here + there)), ("no_lr", at(theta, -grad)),
+                               ("sign", -here), ("right_point", there)):
+            sums[key] = sums[key] + increment
+        theta = theta + delta
+    final = forward(theta, xq).detach()
+    errors = {k: float((initial + s - final).norm() / (final - initial).norm()) for k, s in sums.items()}
+    return errors, train_and_reconstruct(model, F.cross_entropy, x, y, xq, lr, steps)
+
+
+def test_P1_P2_wrong_path_kernel_sums_fail_the_tolerances():
+    """P1 (Euler error and order 1) and P2 (trapezoid error and order 2) at T = 2.5, η = 1/16 and 1/32: the right
+    sums (equal to kitlib's) meet the chapter's bounds; a missing learning rate or a flipped loss-derivative
+    sign breaks P1's error bound, and θ_{t+1} on both sides of the trapezoid leaves it first order (P2)."""
+    lrs = (0.0625, 0.03125)
+    runs = [_reconstructions(lr, int(round(2.5 / lr))) for lr in lrs]
+    for errors, kitlib_run in runs:
+        assert errors["euler"] == pytest.approx(kitlib_run.relative_error("euler"), rel=1e-9)
+        assert errors["trapezoid"] == pytest.approx(kitlib_run.relative_error("trapezoid"), rel=1e-9)
+    errors = {k: [e[k] for e, _ in runs] for k in runs[0][0]}
+    assert errors["euler"][0] <= P1_ERROR and P1_SLOPE[0] <= log_log_slope(lrs, errors["euler"]) <= P1_SLOPE[1]
+    assert errors["trapezoid"][0] <= P2_ERROR
+    assert P2_SLOPE[0] <= log_log_slope(lrs, errors["trapezoid"]) <= P2_SLOPE[1]
+    assert errors["no_lr"][0] > P1_ERROR and errors["sign"][0] > P1_ERROR
+    assert errors["right_point"][0] > P2_ERROR
+    assert not P2_SLOPE[0] <= log_log_slope(lrs, errors["right_point"]) <= P2_SLOPE[1]
+
+
+def _line_problem():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x = torch.linspace(-1, 1, 6, dtype=torch.float64).unsqueeze(1)
+    return model, x, torch.sin(3 * x), torch.linspace(-1.1, 1.1, 9, dtype=torch.float64).unsqueeze(1)
+
+
+def test_P5_wrong_loss_derivatives_fail_the_tolerance():
+    """P5: β + Σ α_i K from the Grams equals the Euler sum from JVPs only with the right ℓ'_i = (f − y)/n; the
+    flipped sign (y − f)/n and the sum-loss derivative f − y (1/n missing) miss by far more than 1e-10."""
+    model, x, y, xq = _line_problem()
+    euler = train_and_reconstruct(copy.deepcopy(model), lambda f, t: 0.5 * ((f - t) ** 2).mean(), x, y, xq, 0.1,
+                                  30).euler
+    gap = lambda derivative: (accumulate_path_kernel(copy.deepcopy(model), derivative, x, y, xq, 0.1, 30)
+                              .kernel_machine() - euler).abs().max().item()
+    assert gap(lambda f, t: (f - t.squeeze(-1)) / len(t)) <= P5_GAP
+    assert gap(lambda f, t: (t.squeeze(-1) - f) / len(t)) > 1e-3
+    assert gap(lambda f, t: f - t.squeeze(-1)) > 1e-3
+
+
+def test_P4_the_loss_weighted_gram_is_not_psd():
+    """P4: Σ_t η K_t(x_i, x_j) is PSD; confusing it with the loss-weighted accumulator −Σ_t η K_t ℓ'_t (the
+    ``weighted`` field, Remark 2's kernel) gives a symmetric part with clearly negative eigenvalues."""
+    model, x, y, _ = _line_problem()
+    kernel = accumulate_path_kernel(model, lambda f, t: (f - t.squeeze(-1)) / len(t), x, y, x, 0.1, 30)
+    ratio = lambda gram: (lambda e: (e.min() / e.max()).item())(torch.linalg.eigvalsh(0.5 * (gram + gram.T)))
+    assert ratio(kernel.train_train) >= P4_RATIO
+    torch.testing.assert_close(kernel.query_train, kernel.train_train)    # queries = training points
+    assert ratio(kernel.weighted) < -1e-3
+
+
+def test_P7_missing_bias_or_learning_rate_fails_the_tolerance():
+    """P7: the path kernel of f = wᵀx + b is T(xᵀx' + 1); dropping the bias's constant gradient (T xᵀx') or
+    the step size (S (xᵀx' + 1) with S steps) misses by far more than 1e-12."""
+    torch.manual_seed(3)
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
+    xq = torch.randn(3, 4, dtype=torch.float64)
+    kernel = accumulate_path_kernel(nn.Linear(4, 1).double(), lambda f, t: (f - t.squeeze(-1)) / len(t), x, y, xq,
+                                    0.05, 20).query_train
+    assert max_relative_gap(kernel, 0.05 * 20 * (xq @ x.T + 1)) <= P7_GAP
+    assert max_relative_gap(kernel, 0.05 * 20 * (xq @ x.T)) > 1e-3
+    assert max_relative_gap(kernel, 20 * (xq @ x.T + 1)) > 1e-3
