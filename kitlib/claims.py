@@ -298,10 +298,11 @@ class ClaimsLedger:
         self.sweep = sweep
 
     # -- measuring ----------------------------------------------------------------------------------
-    def measure(self, id: str, value: Any, *, null: Any = None, **detail: Any) -> Result:
+    def measure(self, id: str, value: Any, *, null: Any = None, **detail: Any) -> None:
         """Record the measured ``value`` of a declared claim (and its null's value); print the verdict.
 
-        Measuring an id again replaces its row. ``detail`` keeps extra numbers in the record."""
+        Measuring an id again replaces its row. ``detail`` keeps extra numbers in the record. Returns None,
+        so that a cell ending with it shows the verdict once (the row is ``self.results[id]``)."""
         if id not in self.declared:
             raise ClaimDeclarationError(f"{self.chapter}: claim {id!r} is not declared for profile "
                                         f"{self.profile!r}; declared: {', '.join(self.declared) or 'none'}")
@@ -318,7 +319,6 @@ class ClaimsLedger:
         self.results[id] = result
         if self.echo:
             print(repr(result))
-        return result
 
     # -- reading ------------------------------------------------------------------------------------
     @property

@@ -54,6 +54,21 @@ def ball_mean_norm(gradient_norm: float, radius: float, alpha: float, dim: int) 
     return first / mass
 
 
+def step_loss_mean_length(sigma: float, alpha: float) -> float:
+    """Exact $\\|\\mathbb E_p[\\Delta\\theta]\\|$ for a loss without a useful gradient, the 0-1 step
+    $l(\\theta+\\Delta\\theta)-l(\\theta)=\\mathbb 1[\\hat g^\\top\\Delta\\theta>0]$, with the Gaussian locality factor
+    $e^{-\\|\\Delta\\theta\\|^2/2\\sigma^2}$. Along $\\hat g$,
+    $u=\\hat g^\\top\\Delta\\theta\\sim\\mathcal N(0,\\sigma^2)$ is weighted 1 below zero and $e^{-1/\\alpha}$ above, so
+
+    $$\\mathbb E_p[\\Delta\\theta]=-\\sigma\\sqrt{2/\\pi}\\,\\tanh\\big(1/(2\\alpha)\\big)\\,\\hat g:$$
+
+    the mean of the better half-space as $\\alpha\\to0$, $\\approx\\sigma/(\\sqrt{2\\pi}\\,\\alpha)$ as
+    $\\alpha\\to\\infty$. Used by the sampling-optimisation chapter (O4)."""
+    if alpha <= 0 or sigma <= 0:
+        raise ValueError(f"sigma and alpha must be positive, got {sigma}, {alpha}")
+    return sigma * math.sqrt(2 / math.pi) * math.tanh(1 / (2 * alpha))
+
+
 def uniform_ball(count: int, dim: int, radius: float, generator: torch.Generator) -> torch.Tensor:
     """Uniform samples in the ball of radius ``radius`` (float64): direction × radius · U^{1/d}."""
     direction = torch.randn(count, dim, generator=generator, dtype=torch.float64)
@@ -221,3 +236,45 @@ def mgs_step(model: torch.nn.Module, mle_loss, task_loss, optimiser: torch.optim
     torch.nn.utils.clip_grad_norm_(params, clip)
     optimiser.step()
     return MGSStep(base, candidate_losses.cpu(), weights.cpu(), deltas, direction)
+
+
+# --- sequence-level task losses of a language model (the MGS fine-tuning of the chapter) ----------------------
+
+def decode_caps(sentences: list[torch.Tensor], context: int, factor: float = 1.3) -> torch.Tensor:
+    """Per-sentence decode caps $\\lceil\\text{factor}\\cdot(|s|-\\text{context})\\rceil$ (B,), with $|s|$ counting
+    eos: the official MGS training cap, 1.3 × the reference continuation."""
+    device = sentences[0].device
+    return torch.tensor([math.ceil(factor * (len(s) - context)) for s in sentences], device=device)
+
+
+def capped_decode(model, sentences: list[torch.Tensor], context: int, factor: float = 1.3, sampled: bool = False,
+                  generator: torch.Generator | None = None):
+    """Greedy (or, with ``sampled``, ancestral) decodes of each sentence's first ``context`` tokens, run up to the
+    largest cap, and the per-sentence caps (``decode_caps``). ``sentences``: 1-D id tensors on the model's
+    device. Returns ``(Decoded, caps)``; ``sequence_task_loss`` applies each sentence's own cap."""
+    from .decoding import greedy, sample
+
+    prefixes = torch.stack([s[:context] for s in sentences])
+    caps = decode_caps(sentences, context, factor)
+    with torch.no_grad():
+        if sampled:
+            return sample(model, prefixes, int(caps.max()), generator=generator), caps
+        return greedy(model, prefixes, int(caps.max())), caps
+
+
+TASKS = ("non-termination", "repetition")
+
+
+def sequence_task_loss(task: str, decoded, caps: torch.Tensor) -> torch.Tensor:
+    """The official MGS task losses per sequence (B,), float on the caps' device:
+
+    - ``non-termination``: 1 when no eos was emitted within the sequence's cap (not terminated, or terminated
+      after the cap), else 0;
+    - ``repetition``: repeat-4, $1-\\#\\text{distinct 4-grams}/\\#\\text{4-grams}$ (``decoding.ngram_repetition``)."""
+    from .decoding import ngram_repetition
+
+    if task == "non-termination":
+        return (~decoded.terminated | (decoded.lengths > caps)).float()
+    if task == "repetition":
+        return ngram_repetition(decoded, 4).to(caps.device).float()
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")

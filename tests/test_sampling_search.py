@@ -5,18 +5,25 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import multivariate_normal
+from scipy import integrate
+from scipy.stats import multivariate_normal, norm
 
+from kitlib.decoding import greedy
+from kitlib.language_model import RecurrentLM
 from kitlib.sampling_search import (
     ball_mean_norm,
+    capped_decode,
     cross_entropy_gradient,
+    decode_caps,
     evolution_strategies,
     gaussian_mixture_log_density,
     mgs_log_proposal,
     mgs_step,
     sampling_search,
+    sequence_task_loss,
     snis_mean,
     snis_weights,
+    step_loss_mean_length,
     uniform_ball,
     zero_one_error,
 )
@@ -149,3 +156,139 @@ def test_mgs_step_applies_the_weighted_candidates():
     for i, (p, b) in enumerate(zip(model.parameters(), before)):
         expected = b + sum(float(w) * delta[i] for w, delta in zip(step.weights, step.deltas))
         torch.testing.assert_close(p.detach(), expected)
+
+
+# --- each identity claim of the chapter fails for a plausible wrong implementation ----------------------------
+# The tolerances below are the chapter's (O1–O5); each test shows the correct computation inside it and a wrong
+# one (sign, missing factor, missing 1/q, wrong sampler, dropped term) outside it.
+
+def _relative_error(estimate, exact):
+    return float((estimate - exact).norm() / exact.norm())
+
+
+def test_O1_gradient_descent_identity_fails_with_a_flipped_sign_or_a_dropped_alpha():
+    generator = torch.Generator().manual_seed(0)
+    g, sigma, alpha = torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64), 0.6, 0.5
+    deltas = sigma * torch.randn(400_000, 3, generator=generator, dtype=torch.float64)
+    exact = -sigma**2 * g / alpha
+    assert _relative_error(snis_mean(deltas, deltas @ g, alpha)[0], exact) <= 0.03
+    flipped = snis_weights(-(deltas @ g), alpha) @ deltas  # weights e^{+Δl/α}: ascent
+    assert _relative_error(flipped, exact) > 0.03
+    assert _relative_error(snis_mean(deltas, deltas @ g, alpha)[0], -sigma**2 * g) > 0.03  # closed form without α
+
+
+def test_O2_newton_identity_fails_without_dividing_by_the_proposal():
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+    hessian = a @ a.T / 3 + torch.eye(3, dtype=torch.float64)
+    g = torch.tensor([0.4, -0.6, 0.3], dtype=torch.float64)
+    newton = -torch.linalg.solve(hessian, g)
+    proposal = torch.randn(400_000, 3, generator=generator, dtype=torch.float64)
+    log_q = -0.5 * (proposal**2).sum(1)
+    quadratic = proposal @ g + 0.5 * ((proposal @ hessian) * proposal).sum(1)
+    assert _relative_error(snis_mean(proposal, quadratic, 0.3, log_q)[0], newton) <= 0.03
+    forgot_q = snis_mean(proposal, quadratic, 0.3)[0]  # targets −(H + αI)⁻¹g instead
+    assert _relative_error(forgot_q, newton) > 0.03
+    shrunk = -torch.linalg.solve(hessian + 0.3 * torch.eye(3, dtype=torch.float64), g)
+    assert _relative_error(forgot_q, shrunk) <= 0.03
+
+
+def test_O3_ball_identity_fails_with_a_non_uniform_ball_sampler_or_d_for_d_plus_2():
+    generator = torch.Generator().manual_seed(2)
+    g, radius, dim = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), 0.1, 3
+    direction = torch.randn(400_000, dim, generator=generator, dtype=torch.float64)
+    direction /= direction.norm(dim=1, keepdim=True)
+    wrong_ball = direction * radius * torch.rand(400_000, 1, generator=generator, dtype=torch.float64)  # no U^{1/d}
+    right_ball = uniform_ball(400_000, dim, radius, generator)
+    gaps = {}
+    for name, ball in (("right", right_ball), ("wrong", wrong_ball)):
+        gaps[name] = max(abs(float(snis_mean(ball, ball @ g, a)[0].norm())
+                             / ball_mean_norm(float(g.norm()), radius, a, dim) - 1) for a in (0.01, 0.1, 1.0))
+    assert gaps["right"] <= 0.03 < gaps["wrong"]
+    at_30 = ball_mean_norm(float(g.norm()), radius, 30.0, dim)
+    assert at_30 / (radius**2 * float(g.norm()) / ((dim + 2) * 30.0)) == pytest.approx(1, abs=1e-3)
+    assert at_30 / (radius**2 * float(g.norm()) / (dim * 30.0)) != pytest.approx(1, abs=1e-3)
+
+
+def test_step_loss_mean_length_against_quadrature():
+    """O4's closed form −σ√(2/π)·tanh(1/2α) against ∫u w(u) φ(u) du / ∫w(u) φ(u) du, w = 1 below 0, e^{−1/α} above."""
+    for sigma in (0.3, 1.5):
+        for alpha in (0.05, 0.4, 3.0, 50.0):
+            up = math.exp(-1 / alpha)
+
+            def weight(u):
+                return 1.0 if u <= 0 else up
+
+            mass = integrate.quad(lambda u: weight(u) * norm.pdf(u, scale=sigma), -12 * sigma, 12 * sigma,
+                                  points=[0.0])[0]
+            first = integrate.quad(lambda u: u * weight(u) * norm.pdf(u, scale=sigma), -12 * sigma, 12 * sigma,
+                                   points=[0.0])[0]
+            assert step_loss_mean_length(sigma, alpha) == pytest.approx(-first / mass, rel=1e-8)
+    assert step_loss_mean_length(1.0, 1e-3) == pytest.approx(math.sqrt(2 / math.pi))
+    assert step_loss_mean_length(1.0, 1e4) == pytest.approx(1 / (math.sqrt(2 * math.pi) * 1e4), rel=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        step_loss_mean_length(1.0, 0.0)
+
+
+def test_O4_step_loss_identity_fails_with_a_flipped_sign_or_the_half_normal_factor_wrong():
+    generator = torch.Generator().manual_seed(3)
+    g_hat = torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64)
+    g_hat /= g_hat.norm()
+    sigma = 0.6
+    deltas = sigma * torch.randn(400_000, 3, generator=generator, dtype=torch.float64)
+    uphill = (deltas @ g_hat > 0).double()
+    right, flipped, factor = [], [], []
+    for alpha in (0.1, 0.3, 1.0):
+        exact = -step_loss_mean_length(sigma, alpha) * g_hat
+        estimate = snis_mean(deltas, uphill, alpha)[0]
+        right.append(_relative_error(estimate, exact))
+        flipped.append(_relative_error(snis_weights(-uphill, alpha) @ deltas, exact))
+        wrong_exact = exact / math.sqrt(2 / math.pi) / math.sqrt(2 * math.pi)  # σ/√(2π) for σ√(2/π)
+        factor.append(_relative_error(estimate, wrong_exact))
+    assert max(right) <= 0.03
+    assert max(flipped) > 0.03 and max(factor) > 0.03
+
+
+def test_O5_official_proposal_identity_fails_without_the_shift_term_or_the_half():
+    rng = np.random.default_rng(4)
+    d = 10
+    direction = rng.normal(size=d) * 0.5
+    deltas = rng.normal(size=(50, d)) + (np.arange(50) % 2 == 0)[:, None] * direction
+    reference = (np.logaddexp(multivariate_normal(np.zeros(d)).logpdf(deltas),
+                              multivariate_normal(direction).logpdf(deltas))
+                 - math.log(2) + d / 2 * math.log(2 * math.pi))
+    ours = mgs_log_proposal(torch.tensor(deltas), torch.tensor(direction)).numpy()
+    assert np.max(np.abs(ours - reference)) <= 1e-8
+    square = -0.5 * (deltas**2).sum(-1)
+    no_shift_term = np.logaddexp(square, square + deltas @ direction) - math.log(2)  # dropped −½ g·g
+    no_half = np.logaddexp(square, square + deltas @ direction - 0.5 * direction @ direction)  # dropped log ½
+    assert np.max(np.abs(no_shift_term - reference)) > 1e-8
+    assert np.max(np.abs(no_half - reference)) > 1e-8
+
+
+# --- the sequence-level task losses of the MGS fine-tuning -------------------------------------------------------
+
+def test_capped_decode_and_task_losses_match_decoding_each_sentence_to_its_own_cap():
+    torch.manual_seed(5)
+    model = RecurrentLM(7, 8).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+        model.out.bias[6] += 1.0  # eos (the last id) likely enough that some decodes stop and some do not
+    generator = torch.Generator().manual_seed(6)
+    sentences = [torch.randint(0, 6, (int(n),), generator=generator) for n in torch.randint(5, 14, (40,),
+                                                                                              generator=generator)]
+    context = 3
+    caps = decode_caps(sentences, context)
+    assert caps.tolist() == [math.ceil(1.3 * (len(s) - context)) for s in sentences]
+    out, caps = capped_decode(model, sentences, context)
+    cost = sequence_task_loss("non-termination", out, caps)
+    expected = []
+    for s, cap in zip(sentences, caps.tolist()):
+        alone = greedy(model, s[None, :context], cap)
+        expected.append(float(not bool(alone.terminated[0])))
+    assert cost.tolist() == expected
+    assert 0 < sum(expected) < len(expected)
+    assert sequence_task_loss("repetition", out, caps).shape == (len(sentences),)
+    with pytest.raises(ValueError, match="task"):
+        sequence_task_loss("bleu", out, caps)
