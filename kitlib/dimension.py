@@ -150,3 +150,49 @@ def fit_pair_softmax(target: torch.Tensor, dim: int, steps: int, lr: float = 0.0
         loss.backward()
         opt.step()
     return u.detach(), v.detach(), history
+
+
+# -- the brute-force check of the sampling approximation (chapter §3) ------------------------------------------
+def entropy_dimension_grid(N: int) -> list[int]:
+    """The dimensions at which §3 of ``dimension-formula`` computes exact entropies for N words: a few small n,
+    multiples of log N (where the sampling approximation should hold), and n*, 1.5 n*, 2 n* (where it cannot)."""
+    log_n, n_star = math.log(N), critical_dim(N)
+    grid = {4, 8, 12, 16, int(2 * log_n), int(3 * log_n), int(4.5 * log_n)}
+    return sorted(grid | {int(round(n_star)), int(1.5 * n_star) + 1, int(2 * n_star)})
+
+
+def exact_entropy_draws(N: int, n: int, draws: int, generator: torch.Generator | None = None,
+                        device: torch.device | str = "cpu") -> np.ndarray:
+    """``draws`` independent values of the exact entropy of p_ij ∝ exp⟨u_i, v_j⟩ over N × N pairs, the 2N vectors
+    drawn uniform on the sphere of radius √n each time (:func:`pair_softmax_entropy`). Shape (draws,)."""
+    return np.array([pair_softmax_entropy(sphere_vectors(N, n, generator, device),
+                                          sphere_vectors(N, n, generator, device)) for _ in range(draws)])
+
+
+# -- baselines and scores for the word vectors on real text (chapter §4) ---------------------------------------
+def unigram_pair_cross_entropy(train_counts: torch.Tensor, target: torch.Tensor, smoothing: float = 0.5) -> float:
+    """−Σ_ij P_ij log(q_i q_j): the cross-entropy of a target pair distribution P (N × N) under the unigram
+    (independence) model fitted to training co-occurrence counts C (N × N), q_i ∝ Σ_j C_ij + ``smoothing``.
+    It knows word frequencies and nothing about which words occur together: the baseline the pair softmax
+    of ``dimension-formula`` has to beat (nats)."""
+    q = train_counts.double().sum(1) + smoothing
+    log_q = torch.log(q / q.sum())
+    target = target.double()
+    return float(-(target.sum(1) * log_q).sum() - (target.sum(0) * log_q).sum())
+
+
+def similarity_spearman(vectors: torch.Tensor, pairs: list[tuple[int, int, float]]) -> float:
+    """Spearman ρ between the cosines of word vectors (N × n) for (i, j, human score) pairs and the scores."""
+    from scipy.stats import spearmanr
+
+    unit = torch.nn.functional.normalize(vectors.double().cpu(), dim=1)
+    i = torch.tensor([a for a, _, _ in pairs])
+    j = torch.tensor([b for _, b, _ in pairs])
+    cosines = (unit[i] * unit[j]).sum(1).numpy()
+    return float(spearmanr(cosines, [s for *_, s in pairs]).statistic)
+
+
+def saturation_dim(dims, losses, tol: float = 0.01):
+    """The smallest dimension whose (held-out) loss is within ``tol`` of the lowest over ``dims``."""
+    losses = np.asarray(losses, dtype=float)
+    return min(n for n, loss in zip(dims, losses) if loss <= losses.min() + tol)

@@ -138,3 +138,16 @@ def load_shakespeare_sentences() -> list[list[str]]:
     """Every play's sentences (``play_sentences``), plays in sorted file order: about 56k sentences."""
     return [sentence for path in sorted(shakespeare_plays_dir().rglob("*.md"))
             for sentence in play_sentences(path.read_text(encoding="utf-8"))]
+
+
+def shuffle_tokens(documents: list[list[str]], rng) -> list[list[str]]:
+    """The corpus with its tokens permuted across all documents (``rng``: a numpy Generator), each document
+    keeping its length: the same word frequencies and no co-occurrence structure. The null control of the
+    word vectors in ``dimension-formula``."""
+    flat = [token for doc in documents for token in doc]
+    order = rng.permutation(len(flat))
+    shuffled, start = [], 0
+    for doc in documents:
+        shuffled.append([flat[k] for k in order[start:start + len(doc)]])
+        start += len(doc)
+    return shuffled

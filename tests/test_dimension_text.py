@@ -1,17 +1,31 @@
 """kitlib.dimension and kitlib.text against independent computations: the von Mises–Fisher closed form of h_n,
-Monte-Carlo, scipy's Beta law, a brute-force entropy, a loop over co-occurrence pairs."""
+Monte-Carlo, scipy's Beta law, a brute-force entropy, a loop over co-occurrence pairs.
+
+The identities of chapter ``dimension-formula`` (C1-01 … C1-05-rate, C1-09) each have a test below showing that a
+plausible wrong implementation — the wrong power of sin θ, a table on the unit sphere, bits instead of nats,
+log N instead of log N², a missing tilt — violates the claim's tolerance (``CHAPTER_BOUNDS``, copied from the
+chapter's claims cell)."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
-from scipy.special import gammaln, ive
+from scipy.optimize import brentq
+from scipy.special import gammaln, ive, logsumexp
+from scipy.stats import beta, spearmanr
 
 from kitlib.dimension import (EXACT_CONSTANT, H_N_SLOPE, cos_tail_rate, critical_dim, entropy_approximation,
-                              fit_pair_softmax, h_n, jl_min_dim, pair_cross_entropy, pair_softmax_entropy,
-                              sphere_vectors, tilted_mean_cos)
-from kitlib.text import cooccurrence_counts, load_similarity_set, load_wiki_excerpt, stem, top_vocabulary
+                              entropy_dimension_grid, exact_entropy_draws, fit_pair_softmax, h_n, jl_min_dim,
+                              pair_cross_entropy, pair_softmax_entropy, saturation_dim, similarity_spearman,
+                              sphere_vectors, tilted_mean_cos, unigram_pair_cross_entropy)
+from kitlib.text import (cooccurrence_counts, load_similarity_set, load_wiki_excerpt, shuffle_tokens, stem,
+                         top_vocabulary)
+
+#: the tolerances of the chapter's identity claims (chapters/dimension-formula.md, claims cell)
+CHAPTER_BOUNDS = {"C1-09": 1e-9, "C1-02 gap n≥256": 0.005, "C1-03": 1e-3, "C1-03-constant": 0.01,
+                  "C1-04": (8.2, 8.35), "C1-05": 0.02, "C1-05-rate": 0.03, "C1-06": 0.01}
+GOLDEN_POINT = (math.sqrt(5) - 1) / 2
 
 
 def h_n_closed_form(n):
@@ -121,3 +135,133 @@ def test_shipped_corpus_and_similarity_sets():
     assert stem("Dictionary") == "dictionari"
     with pytest.raises(ValueError, match="wordsim353"):
         load_similarity_set("men")
+
+
+# -- the identities of the chapter, and a plausible wrong implementation of each that its tolerance rejects -----
+def h_n_variant(n, power=lambda n: n - 2, scale=lambda n: n, nats_per_unit=1.0, points=20_001):
+    """h_n written out again with knobs for slips: the power of sin θ in the angle density (n − 2 is right),
+    the score s = scale(n) · cos θ (n: both tables on the sphere of radius √n), the unit (nats: 1; bits: log 2)."""
+    theta = np.linspace(0.0, math.pi, points)[1:-1]
+    log_density = power(n) * np.log(np.sin(theta))
+    s = scale(n) * np.cos(theta)
+    log_tilted = log_density + s
+    tilted = np.exp(log_tilted - logsumexp(log_tilted))
+    return float(logsumexp(log_tilted) - logsumexp(log_density) - (tilted * s).sum()) / nats_per_unit
+
+
+DIMS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]       # the chapter's grid
+
+
+def fitted_slope(h):
+    fit_dims = np.arange(50, 1001, 25)
+    return np.polyfit(fit_dims, [h(n) for n in fit_dims], 1)[0]
+
+
+def test_the_variant_harness_is_h_n_when_nothing_is_wrong():
+    for n in (4, 64, 1024):
+        assert h_n_variant(n) == pytest.approx(h_n(n), rel=1e-12)
+
+
+def test_c1_09_wrong_power_of_sin_misses_the_bessel_form():
+    right = max(abs(h_n(n) / h_n_closed_form(n) - 1) for n in DIMS)
+    wrong = max(abs(h_n_variant(n, power=lambda n: n - 1) / h_n_closed_form(n) - 1) for n in DIMS)
+    assert right <= CHAPTER_BOUNDS["C1-09"] < wrong
+
+
+def test_c1_02_a_table_on_the_unit_sphere_misses_the_laplace_limit():
+    def gap(h):
+        return max(abs(h(n) / n / H_N_SLOPE - 1) for n in DIMS if n >= 256)
+
+    assert gap(h_n) <= CHAPTER_BOUNDS["C1-02 gap n≥256"]
+    assert gap(lambda n: h_n_variant(n, scale=math.sqrt)) > CHAPTER_BOUNDS["C1-02 gap n≥256"]   # s = √n cos θ
+
+
+def test_c1_03_slope_and_constant_in_bits_miss():
+    right, bits = fitted_slope(h_n), fitted_slope(lambda n: h_n_variant(n, nats_per_unit=math.log(2)))
+    assert abs(right - H_N_SLOPE) <= CHAPTER_BOUNDS["C1-03"] < abs(bits - H_N_SLOPE)
+    assert abs(2 / -right / 8.33 - 1) <= CHAPTER_BOUNDS["C1-03-constant"] < abs(2 / -bits / 8.33 - 1)
+
+
+def test_c1_04_one_table_log_n_instead_of_log_n_squared_misses():
+    low, high = CHAPTER_BOUNDS["C1-04"]
+    for N in (1e3, 1e5, 5e6):
+        assert low <= critical_dim(N) / math.log(N) <= high
+        wrong = brentq(lambda n: math.log(N) + h_n(n), 2.0, 20 * math.log(N) + 50)
+        assert not low <= wrong / math.log(N) <= high
+
+
+def test_c1_05_untilted_mean_and_unmapped_beta_tail_miss():
+    theta = np.linspace(0.0, math.pi, 20_001)[1:-1]
+    log_density = 510 * np.log(np.sin(theta))                  # n = 512, without the e^s tilt
+    untilted = float((np.exp(log_density - logsumexp(log_density)) * np.cos(theta)).sum())
+    assert abs(tilted_mean_cos(512) - GOLDEN_POINT) <= CHAPTER_BOUNDS["C1-05"] < abs(untilted - GOLDEN_POINT)
+    n, a = 2000, 1999 / 2
+    unmapped = -beta.logsf(GOLDEN_POINT, a, a) / n                # P(Beta > c) instead of P(Beta > (1 + c)/2)
+    assert abs(cos_tail_rate(n) / -H_N_SLOPE - 1) <= CHAPTER_BOUNDS["C1-05-rate"] < abs(unmapped / -H_N_SLOPE - 1)
+
+
+def test_c1_01_the_post_uses_natural_logarithms():
+    bounds = {1e5: (95, 97), 5e6: (127.5, 129.5), 512: (51.5, 52.5)}
+    for N, (low, high) in bounds.items():
+        assert low <= 8.33 * math.log(N) <= high
+        assert not low <= 8.33 * math.log10(N) <= high
+        assert not low <= 8.33 * math.log2(N) <= high
+
+
+def test_c1_06_entropy_in_bits_or_without_h_n_misses_the_tolerance():
+    gen = torch.Generator().manual_seed(5)
+    N, n = 1000, 8                                              # n ≤ 3 log N: where the approximation holds
+    exact = float(exact_entropy_draws(N, n, 1, gen)[0])
+    approx = entropy_approximation(N, n)
+    assert abs(exact / approx - 1) <= CHAPTER_BOUNDS["C1-06"]
+    assert abs(exact / math.log(2) / approx - 1) > CHAPTER_BOUNDS["C1-06"]       # bits
+    assert abs(exact / (2 * math.log(N)) - 1) > CHAPTER_BOUNDS["C1-06"]         # the null: uniform pairs
+
+
+def test_c1_07_a_projection_scaled_by_1_over_k_never_preserves_distances():
+    gen = torch.Generator().manual_seed(6)
+    points = torch.randn(50, 400, generator=gen, dtype=torch.float64)
+    d2 = torch.pdist(points).pow(2)
+    k = jl_min_dim(points, 0.3, gen, candidates=list(range(16, 401, 16)))
+    assert 0 < k < 24 * math.log(50) / 0.3**2 * 0.5
+    for k in range(16, 401, 16):                                 # A ~ N(0, 1/k²): squared distances shrink by k
+        a = torch.randn(400, k, generator=gen, dtype=torch.float64) / k
+        ratio = torch.pdist(points @ a).pow(2) / d2
+        assert ratio.min() < 0.7 or ratio.max() > 1.3
+
+
+# -- helpers of the chapter's brute force and real-text sections -------------------------------------------------
+def test_entropy_grid_and_draws():
+    grid = entropy_dimension_grid(1000)
+    assert grid == sorted(set(grid)) and grid[0] == 4
+    assert int(round(critical_dim(1000))) in grid and int(2 * critical_dim(1000)) in grid
+    draws = exact_entropy_draws(200, 6, 3, torch.Generator().manual_seed(7))
+    assert draws.shape == (3,) and np.all((draws > 0) & (draws <= 2 * math.log(200)))
+
+
+def test_unigram_pair_cross_entropy_matches_a_loop():
+    gen = torch.Generator().manual_seed(8)
+    counts = torch.randint(0, 5, (4, 4), generator=gen).double()
+    target = torch.rand(4, 4, generator=gen, dtype=torch.float64)
+    target /= target.sum()
+    q = (counts.sum(1) + 0.5) / (counts.sum() + 2.0)
+    expected = -sum(target[i, j] * math.log(q[i] * q[j]) for i in range(4) for j in range(4))
+    assert unigram_pair_cross_entropy(counts, target) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_similarity_spearman_matches_scipy_on_cosines():
+    gen = torch.Generator().manual_seed(9)
+    vectors = torch.randn(10, 3, generator=gen)
+    rows = [(0, 1, 3.0), (2, 3, 1.0), (4, 5, 2.5), (6, 7, 0.5), (8, 9, 4.0)]
+    cosines = [float(torch.nn.functional.cosine_similarity(vectors[i], vectors[j], dim=0)) for i, j, _ in rows]
+    expected = spearmanr(cosines, [s for *_, s in rows]).statistic
+    assert similarity_spearman(vectors, rows) == pytest.approx(expected)
+
+
+def test_saturation_dim_and_shuffled_tokens():
+    assert saturation_dim([4, 8, 16, 32], [3.0, 2.5, 2.405, 2.4]) == 16
+    assert saturation_dim([4, 8, 16, 32], [3.0, 2.5, 2.405, 2.4], tol=0.001) == 32
+    docs = [["a", "b", "c"], ["d", "e"], ["f"]]
+    shuffled = shuffle_tokens(docs, np.random.default_rng(0))
+    assert [len(d) for d in shuffled] == [3, 2, 1]
+    assert sorted(t for d in shuffled for t in d) == list("abcdef")
