@@ -208,6 +208,54 @@ def decode(name: str, model, prefixes: torch.Tensor, max_len: int,
 
 
 @torch.no_grad()
+def decode_prefix_sets(model, prefix_sets: dict[str, torch.Tensor], names, max_len: int,
+                       generator: torch.Generator | None = None) -> dict[tuple[str, str], Decoded]:
+    """Every decoder in ``names`` on every named prefix set (each (B, k)): {(set name, decoder name): Decoded}.
+    Used by seq2seq-stop (§5, the paper's Table 1)."""
+    return {(set_name, name): decode(name, model, prefixes, max_len, generator)
+            for set_name, prefixes in prefix_sets.items() for name in names}
+
+
+def decoder_options(name: str) -> dict:
+    """The candidate-set options (``top_k``, ``top_p``, ``consistent``) of a sampling decoder of ``DECODERS``
+    ({} for ancestral sampling); an error for greedy and beam search, which do not sample."""
+    if name not in STOCHASTIC:
+        raise ValueError(f"{name!r} is not a sampling decoder; choose one of {', '.join(sorted(STOCHASTIC))}")
+    return dict(getattr(DECODERS[name], "keywords", {}))
+
+
+def stop_probability(logits: torch.Tensor, eos_id: int, top_k: int | None = None, top_p: float | None = None,
+                     consistent: bool = False) -> torch.Tensor:
+    """Probability that one step of a sampling decoder emits eos: $p$ renormalised over the candidate set
+    $V_t$ of ``filter_candidates``,
+
+    $$q=\\frac{p_\\mathrm{eos}\\,[\\mathrm{eos}\\in V_t]}{\\sum_{v\\in V_t}p_v},\\qquad p=\\mathrm{softmax}(z).$$
+
+    For a consistent decoder $\\mathrm{eos}\\in V_t$, so $q\\ge p_\\mathrm{eos}\\ge e^{-2B}/|V|$ when $|z_v|\\le B$
+    (Welleck et al. 2020, Lemma 3.1 and Thm 3.5); on a model whose logits do not change, the length is
+    geometric with mean $1/q$. logits (..., V) → (...). Used by seq2seq-stop (S2, S3)."""
+    keep = filter_candidates(logits, top_k, top_p, eos_id if consistent else None)
+    probs = logits.softmax(-1).masked_fill(~keep, 0.0)
+    return probs[..., eos_id] / probs.sum(-1)
+
+
+def geometric_length_gap(decoded: Decoded, q: float) -> float:
+    """$|\\bar n-1/q|\\,/\\,\\mathrm{SE}$: how many standard errors the mean decoded length $\\bar n$ of $B$
+    sequences lies from the mean $1/q$ of a geometric law with per-step stopping probability $q$, where
+    $\\mathrm{SE}=\\sqrt{1-q}/(q\\sqrt B)$ (the standard deviation of a geometric length over $\\sqrt B$).
+    Non-terminated sequences count with length ``max_len``, so a decoder that never stops lies far off.
+    Used by seq2seq-stop (S2)."""
+    q = float(q)
+    if not 0 < q <= 1:
+        raise ValueError(f"the stopping probability must be in (0, 1], got {q}")
+    lengths = decoded.lengths.double()
+    standard_error = math.sqrt(1 - q) / q / math.sqrt(len(lengths))
+    if standard_error == 0:
+        return 0.0 if bool((lengths == 1).all()) else math.inf
+    return abs(float(lengths.mean()) - 1 / q) / standard_error
+
+
+@torch.no_grad()
 def eos_probabilities(model, prefixes: torch.Tensor, decoded: Decoded) -> torch.Tensor:
     """p(eos) at every step of already decoded sequences, by feeding their tokens back through
     ``start``/``step`` (teacher forcing): (B, max_len), NaN after a sequence's end."""

@@ -1,5 +1,6 @@
 """Language models for the seq2seq-stop chapter: the self-terminating output layer, a recurrent LM (tanh-RNN or
-LSTM, tied embeddings, as in Welleck et al. 2020), an exact toy LM, and sentence data with a fixed context.
+LSTM, tied embeddings, as in Welleck et al. 2020) and an exact toy LM. Sentence data is in
+``kitlib.sentences``, training and perplexity in ``kitlib.lm_training``.
 
 Every model here decodes through ``start(prefixes)`` / ``step(tokens, state)`` (see ``kitlib.decoding``).
 """
@@ -7,15 +8,9 @@ Every model here decodes through ``start(prefixes)`` / ``step(tokens, state)`` (
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-from .train import DivergenceError, progress_bar
-
-PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
 
 class SelfTerminatingLayer(nn.Module):
@@ -58,6 +53,40 @@ class SelfTerminatingLayer(nn.Module):
         return self._assemble(logits, log_survival), log_survival
 
 
+def greedy_stop_bound(epsilon: float) -> int:
+    """$m^*=\\lceil\\ln\\frac12/\\ln(1-\\varepsilon)\\rceil$: the first step at which $1-(1-\\varepsilon)^m>\\frac12$,
+    so greedy decoding of any model with a ``SelfTerminatingLayer`` has emitted eos by step $m^*$ (Welleck et
+    al. 2020, Thm 4.1). Used by seq2seq-stop (S5)."""
+    if not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    return math.ceil(math.log(0.5) / math.log1p(-epsilon))
+
+
+@torch.no_grad()
+def st_layer_errors(layer: SelfTerminatingLayer, logits: torch.Tensor) -> dict[str, float]:
+    """How far a self-terminating layer is from its three properties and its two forms from each other, on
+    logits (B, T, V) of the continuation steps $t=1\\dots T$ (probabilities $p_t$ from the cumulative form):
+
+    - ``sum``: $\\max|\\sum_v p_t(v)-1|$;
+    - ``decrease``: $\\max_t\\,(p_t(\\mathrm{eos})-p_{t+1}(\\mathrm{eos}))^+$ (0 when p(eos) never decreases);
+    - ``bound``: $\\max_t\\,(1-(1-\\varepsilon)^t-p_t(\\mathrm{eos}))^+$ (0 when the floor of Thm 4.1 holds);
+    - ``forms``: $\\max|p^{\\text{cumulative}}_t-p^{\\text{step}}_t|$, the training form against the decoding
+      recursion. Used by seq2seq-stop (S4, S6)."""
+    cumulative = layer(logits)
+    log_survival, stepped = torch.zeros(logits.shape[0], dtype=logits.dtype, device=logits.device), []
+    for t in range(logits.shape[1]):
+        log_probs, log_survival = layer.step(logits[:, t], log_survival)
+        stepped.append(log_probs)
+    probs, stepped = cumulative.exp(), torch.stack(stepped, 1).exp()
+    p_eos = probs[..., layer.eos_id]
+    steps = torch.arange(1, logits.shape[1] + 1, device=logits.device, dtype=logits.dtype)
+    floor = 1 - (1 - layer.epsilon) ** steps
+    return {"sum": float((probs.sum(-1) - 1).abs().max()),
+            "decrease": float((-p_eos.diff(dim=1)).clamp(min=0).max()) + 0.0 if logits.shape[1] > 1 else 0.0,
+            "bound": float((floor - p_eos).clamp(min=0).max()),
+            "forms": float((probs - stepped).abs().max())}
+
+
 class RecurrentLM(nn.Module):
     """Word-level recurrent LM: embedding → tanh-RNN or LSTM → dropout → output tied to the embedding
     (so the embedding size is the hidden size), softmax or ``SelfTerminatingLayer`` when ``st_epsilon``."""
@@ -79,11 +108,16 @@ class RecurrentLM(nn.Module):
         self.out.weight = self.embed.weight
         self.st = SelfTerminatingLayer(st_epsilon, self.eos_id) if st_epsilon else None
 
+    def continuation_logits(self, inputs: torch.Tensor, context: int) -> torch.Tensor:
+        """Output logits $z_t$ (B, T − context + 1, V) at the steps after the first ``context`` inputs,
+        before the softmax or the ST layer (teacher forcing)."""
+        hidden, _ = self.rnn(self.drop(self.embed(inputs)))
+        return self.out(self.drop(hidden[:, context - 1:]))
+
     def continuation_log_probs(self, inputs: torch.Tensor, context: int) -> torch.Tensor:
         """Log-probabilities (B, T − context + 1, V) of the tokens after the first ``context`` inputs
         (the context itself is not scored; the ST product starts at the first continuation step)."""
-        hidden, _ = self.rnn(self.drop(self.embed(inputs)))
-        logits = self.out(self.drop(hidden[:, context - 1:]))
+        logits = self.continuation_logits(inputs, context)
         return self.st(logits) if self.st is not None else logits.log_softmax(-1)
 
     def _recurrent_state(self, state: tuple) -> torch.Tensor | tuple:
@@ -151,151 +185,3 @@ class LoopLM:
 
     def step(self, tokens: torch.Tensor, state: tuple):
         return self._output(tokens, state[1])
-
-
-# --- sentences with a fixed context ---------------------------------------------------------------------------
-
-@dataclass
-class SentenceData:
-    """Sentences as id tensors ending in eos, split into train / valid, with a vocabulary whose first ids are
-    ``<pad>``, ``<unk>`` and whose last id is ``<eos>`` (as the official ST code requires)."""
-
-    vocabulary: list[str]
-    train: list[torch.Tensor]
-    valid: list[torch.Tensor]
-    context: int
-    unk_rate: float = field(default=0.0)
-
-    @property
-    def eos_id(self) -> int:
-        return len(self.vocabulary) - 1
-
-    def words(self, ids) -> str:
-        return " ".join(self.vocabulary[int(i)] for i in ids if int(i) >= 0)
-
-    def prefixes(self, split: str, count: int) -> torch.Tensor:
-        """The first ``context`` tokens of the first ``count`` sentences of a split (B, context)."""
-        sentences = {"train": self.train, "valid": self.valid}[split]
-        return torch.stack([s[: self.context] for s in sentences[:count]])
-
-    def random_prefixes(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """Prefixes of uniformly random word ids (no special tokens), as in the paper's random-prefix set."""
-        return torch.randint(2, self.eos_id, (count, self.context), generator=generator)
-
-
-def sentence_data(sentences: list[list[str]], vocabulary_size: int, context: int, max_tokens: int,
-                  valid_fraction: float, generator: torch.Generator, limit: int | None = None) -> SentenceData:
-    """Keep sentences with more than ``context`` and at most ``max_tokens`` words, shuffle, split, and map
-    words outside the ``vocabulary_size − 3`` most frequent training words to ``<unk>``."""
-    kept = [s for s in sentences if context < len(s) <= max_tokens]
-    if not kept:
-        raise ValueError(f"no sentence has between {context + 1} and {max_tokens} tokens")
-    order = torch.randperm(len(kept), generator=generator).tolist()
-    kept = [kept[i] for i in order][:limit]
-    n_valid = max(1, int(round(valid_fraction * len(kept))))
-    train_words, valid_words = kept[n_valid:], kept[:n_valid]
-    counts = Counter(w for s in train_words for w in s)
-    vocabulary = [PAD, UNK] + [w for w, _ in counts.most_common(vocabulary_size - 3)] + [EOS]
-    index = {w: i for i, w in enumerate(vocabulary)}
-    eos = len(vocabulary) - 1
-
-    def encode(words):
-        return torch.tensor([index.get(w, 1) for w in words] + [eos], dtype=torch.long)
-
-    train, valid = [encode(s) for s in train_words], [encode(s) for s in valid_words]
-    unk_rate = sum(int((s == 1).sum()) for s in train) / sum(len(s) for s in train)
-    return SentenceData(vocabulary, train, valid, context, unk_rate)
-
-
-def length_batches(sentences: list[torch.Tensor], batch_size: int, generator: torch.Generator | None = None):
-    """Batches of sentences of similar length, padded with 0; the batch order is shuffled when a generator
-    is given. Yields (ids (B, T), lengths (B,))."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    chunks = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    if generator is not None:
-        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
-    for chunk in chunks:
-        lengths = torch.tensor([len(sentences[i]) for i in chunk])
-        ids = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, : lengths[row]] = sentences[i]
-        yield ids, lengths
-
-
-def continuation_nll(model: RecurrentLM, ids: torch.Tensor, lengths: torch.Tensor,
-                     context: int) -> tuple[torch.Tensor, int]:
-    """Summed negative log-likelihood of every continuation token (after ``context``, eos included) and
-    their number, for padded sentences."""
-    log_probs = model.continuation_log_probs(ids[:, :-1], context)
-    targets = ids[:, context:]
-    scored = torch.arange(targets.shape[1], device=ids.device)[None, :] < (lengths[:, None] - context)
-    picked = log_probs.gather(-1, targets[..., None]).squeeze(-1)
-    return -(picked * scored).sum(), int(scored.sum())
-
-
-@torch.no_grad()
-def perplexity(model: RecurrentLM, sentences: list[torch.Tensor], context: int, device: torch.device,
-               batch_size: int = 256) -> float:
-    """exp of the mean continuation NLL per token (eos included)."""
-    model.eval()
-    total, count = 0.0, 0
-    for ids, lengths in length_batches(sentences, batch_size):
-        nll, n = continuation_nll(model, ids.to(device), lengths.to(device), context)
-        total, count = total + float(nll), count + n
-    return math.exp(total / count)
-
-
-def train_recurrent_lm(model: RecurrentLM, data: SentenceData, epochs: int, batch_size: int, lr: float,
-                       device: torch.device, generator: torch.Generator, clip: float = 1.0,
-                       progress: bool = True, desc: str = "train LM") -> list[float]:
-    """Adam on the continuation NLL (the official setup: lr 1e-3, gradient clipping at 1.0), halving the
-    learning rate after an epoch whose validation perplexity did not improve. Returns the validation
-    perplexity after each epoch; raises ``DivergenceError`` on a non-finite loss."""
-    model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    valid_ppl = []
-    for epoch in progress_bar(range(epochs), desc, progress):
-        model.train()
-        for step, (ids, lengths) in enumerate(length_batches(data.train, batch_size, generator)):
-            nll, n = continuation_nll(model, ids.to(device), lengths.to(device), data.context)
-            loss = nll / n
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"loss became {float(loss)} at epoch {epoch}, step {step}: lower the "
-                                      "learning rate or the gradient clipping threshold")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimiser.step()
-        valid_ppl.append(perplexity(model, data.valid, data.context, device))
-        if len(valid_ppl) > 1 and valid_ppl[-1] >= min(valid_ppl[:-1]):
-            for group in optimiser.param_groups:
-                group["lr"] *= 0.5
-    model.eval()
-    return valid_ppl
-
-
-def sequence_log_probs(model: RecurrentLM, prefixes: torch.Tensor, tokens: torch.Tensor,
-                       lengths: torch.Tensor) -> torch.Tensor:
-    """Differentiable $\\sum_t\\log p(y_t\\mid\\text{prefix},y_{<t})$ of decoded continuations (B, T) padded
-    with −1 after ``lengths``: the score function of policy gradient."""
-    steps = int(lengths.max())
-    continuation = tokens[:, :steps].clamp(min=0)
-    inputs = torch.cat([prefixes, continuation[:, :-1]], dim=1)
-    log_probs = model.continuation_log_probs(inputs, prefixes.shape[1])
-    picked = log_probs.gather(-1, continuation[..., None]).squeeze(-1)
-    scored = torch.arange(steps, device=tokens.device)[None, :] < lengths[:, None]
-    return (picked * scored).sum(-1)
-
-
-def policy_gradient_loss(model: RecurrentLM, prefixes: torch.Tensor, max_len: int, cost,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
-    """REINFORCE with the batch-mean baseline: sample continuations (ancestral), score each with
-    ``cost(decoded)`` (B,), and return the loss $\\frac1B\\sum_i(c_i-\\bar c)\\log p_\\theta(y_i)$, whose
-    gradient estimates $\\nabla\\mathbb E[c]$, with the mean cost."""
-    from .decoding import sample
-
-    with torch.no_grad():
-        decoded = sample(model, prefixes, max_len, generator=generator)
-    costs = cost(decoded).to(prefixes.device).float()
-    log_p = sequence_log_probs(model, prefixes, decoded.tokens, decoded.lengths)
-    return ((costs - costs.mean()) * log_p).mean(), float(costs.mean())

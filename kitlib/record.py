@@ -118,6 +118,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)             # mkstemp makes 0600; a record is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

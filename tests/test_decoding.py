@@ -1,7 +1,10 @@
 """kitlib.decoding and kitlib.language_model against independent computations: filters against a loop over
 sorted probabilities, beam search against exhaustive search, batched against one-at-a-time decoding, the
 self-terminating layer against its definition in probability space, teacher forcing against step-by-step
-decoding."""
+decoding. The seq2seq-stop chapter's identities (S2–S7) each get a plausible wrong implementation that their
+tolerance catches: eos forced in before the top-k cut (S7), a consistent set that forgets eos (S3, S2), a sampler
+that stops with eos's own probability instead of the renormalised one (S2), an ST layer without the factor
+1 − ε (S4, S5) and an ST step form that forgets the running product (S6)."""
 
 import itertools
 import math
@@ -9,15 +12,12 @@ import math
 import pytest
 import torch
 
-from kitlib.decoding import DECODERS, Decoded, beam_search, decode, filter_candidates, greedy, sample
-from kitlib.language_model import (
-    LoopLM,
-    RecurrentLM,
-    SelfTerminatingLayer,
-    continuation_nll,
-    length_batches,
-    sentence_data,
-)
+import kitlib.decoding
+from kitlib.decoding import (DECODERS, STOCHASTIC, Decoded, beam_search, decode, decoder_options, filter_candidates,
+                             geometric_length_gap, greedy, sample, stop_probability)
+from kitlib.language_model import LoopLM, RecurrentLM, SelfTerminatingLayer, greedy_stop_bound, st_layer_errors
+from kitlib.lm_training import continuation_nll
+from kitlib.sentences import length_batches, sentence_data
 from kitlib.text import play_sentences
 
 
@@ -282,7 +282,7 @@ def test_eos_probabilities_match_teacher_forcing():
 
 def test_ngram_repetition_and_sequence_log_probs():
     from kitlib.decoding import ngram_repetition
-    from kitlib.language_model import sequence_log_probs
+    from kitlib.policy_gradient import sequence_log_probs
 
     tokens = torch.tensor([[1, 2, 1, 2, 1, 2, 6, -1], [1, 2, 3, 4, 5, 1, 2, 3], [1, 2, 6, -1, -1, -1, -1, -1]])
     out = Decoded(tokens, torch.tensor([7, 8, 3]), torch.tensor([True, False, True]))
@@ -303,7 +303,7 @@ def test_ngram_repetition_and_sequence_log_probs():
 
 
 def test_policy_gradient_loss_is_the_centred_score_function():
-    from kitlib.language_model import policy_gradient_loss, sequence_log_probs
+    from kitlib.policy_gradient import policy_gradient_loss, sequence_log_probs
 
     model = _random_lm(12, scale=1.5)
     prefixes = torch.randint(0, 6, (6, 4), generator=torch.Generator().manual_seed(0))
@@ -318,3 +318,144 @@ def test_policy_gradient_loss_is_the_centred_score_function():
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5) and mean_cost == pytest.approx(float(costs.mean()))
     loss.backward()
     assert model.embed.weight.grad is not None
+
+
+# --- the chapter's identities, and a plausible wrong implementation that each one catches ----------------------
+
+def _eos_last_topk_filter(logits, top_k=None, top_p=None, eos_id=None):
+    """A plausible wrong consistent filter: force eos in by raising its logit before the top-k / nucleus cut,
+    so top-k keeps eos and only k − 1 other tokens."""
+    if eos_id is not None:
+        logits = logits.clone()
+        logits[..., eos_id] = math.inf
+    return filter_candidates(logits, top_k, top_p)
+
+
+def test_s7_consistent_set_catches_eos_forced_before_the_cut():
+    logits = torch.randn(2000, 50, generator=torch.Generator().manual_seed(0)) * 3
+    eos = torch.arange(50) == 49
+    for options in ({"top_k": 2}, {"top_k": 4}):
+        expected = filter_candidates(logits, **options) | eos
+        assert torch.equal(filter_candidates(logits, eos_id=49, **options), expected)
+        assert not torch.equal(_eos_last_topk_filter(logits, eos_id=49, **options), expected)
+
+
+def _bounded_logits(bound, vocab, rows, generator):
+    """Random logits in [−B, B] plus rows at the extreme (eos at −B, every other token at +B), eos last."""
+    z = (torch.rand(rows, vocab, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+    z[: rows // 10] = bound
+    z[: rows // 10, -1] = -bound
+    return z
+
+
+def _min_stop_ratio(bound, vocab, names):
+    z = _bounded_logits(bound, vocab, 500, torch.Generator().manual_seed(1))
+    xi = math.exp(-2 * bound) / vocab
+    return min(float(stop_probability(z, vocab - 1, **decoder_options(n)).min()) / xi for n in names)
+
+
+def test_s3_stop_probability_bound_and_a_filter_that_forgets_eos(monkeypatch):
+    consistent = [n for n in DECODERS if n.startswith("consistent")]
+    for bound in (0.5, 2.0, 8.0):
+        for vocab in (10, 1000):
+            assert _min_stop_ratio(bound, vocab, ["ancestral"] + consistent) >= 1.0
+            # the bound is nearly attained by ancestral sampling at the extreme rows: ratio V e^{2B}/(1+(V−1)e^{2B})
+            tight = vocab * math.exp(2 * bound) / (1 + (vocab - 1) * math.exp(2 * bound))
+            assert _min_stop_ratio(bound, vocab, ["ancestral"]) == pytest.approx(tight, rel=1e-9)
+    monkeypatch.setattr(kitlib.decoding, "filter_candidates",
+                        lambda logits, top_k=None, top_p=None, eos_id=None: filter_candidates(logits, top_k, top_p))
+    assert _min_stop_ratio(2.0, 10, consistent) < 1.0
+
+
+def test_stop_probability_against_a_loop():
+    logits = torch.randn(30, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+    for name in sorted(STOCHASTIC):
+        options = decoder_options(name)
+        q = stop_probability(logits, 7, **options)
+        for row, value in zip(logits, q):
+            probs = row.softmax(0).tolist()
+            kept = set(range(8))
+            if "top_k" in options:
+                kept = set(sorted(range(8), key=lambda i: -probs[i])[: options["top_k"]])
+            if "top_p" in options:
+                kept = _nucleus_loop(probs, options["top_p"])
+            if options.get("consistent"):
+                kept.add(7)
+            expected = probs[7] / sum(probs[i] for i in kept) if 7 in kept else 0.0
+            assert float(value) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="not a sampling decoder"):
+        decoder_options("beam-2")
+
+
+def test_s2_geometric_length_and_a_consistent_sampler_that_does_not_renormalise_eos(monkeypatch):
+    toy = LoopLM()
+    prefixes = torch.zeros(200, 1, dtype=torch.long)
+    z = toy.logits(torch.zeros(1, dtype=torch.long))[0].double()
+    q = float(stop_probability(z, toy.eos_id, top_k=2, consistent=True))
+    assert 1 / q == pytest.approx(58.3, abs=0.05)  # the reference notes' value
+    out = decode("consistent top-2", toy, prefixes, 1500, torch.Generator().manual_seed(0))
+    assert out.nontermination_ratio == 0.0 and geometric_length_gap(out, q) <= 4.0
+
+    def wrong_choose(log_probs, generator=torch.Generator().manual_seed(0)):
+        """Sample from the standard top-2, then stop with eos's own probability p(eos) (not renormalised)."""
+        keep = filter_candidates(log_probs, top_k=2)
+        uniform = torch.rand(log_probs.shape, generator=generator, dtype=log_probs.dtype)
+        chosen = (log_probs - torch.log(-torch.log(uniform))).masked_fill(~keep, -math.inf).argmax(-1)
+        stop = torch.rand(log_probs.shape[0], generator=generator) < log_probs[:, toy.eos_id].exp()
+        return torch.where(stop, toy.eos_id, chosen)
+
+    wrong = kitlib.decoding._decode_token_by_token(toy, prefixes, 1500, wrong_choose)
+    assert wrong.nontermination_ratio == 0.0 and geometric_length_gap(wrong, q) > 4.0  # mean ≈ 104, not 58
+    monkeypatch.setattr(kitlib.decoding, "filter_candidates",
+                        lambda logits, top_k=None, top_p=None, eos_id=None: filter_candidates(logits, top_k, top_p))
+    forgot = decode("consistent top-2", toy, prefixes, 1500, torch.Generator().manual_seed(0))
+    assert forgot.nontermination_ratio == 1.0 and geometric_length_gap(forgot, q) > 4.0
+
+
+class _NoEpsilonLayer(SelfTerminatingLayer):
+    """A plausible wrong ST layer: β_t = σ(z_eos) without the factor (1 − ε)."""
+
+    def _log_beta(self, logits):
+        return torch.nn.functional.logsigmoid(logits[..., self.eos_id]).clamp(min=math.log(1e-10))
+
+
+class _ForgetfulStepLayer(SelfTerminatingLayer):
+    """A plausible wrong step form: the running product is not carried over, β_t alone each step."""
+
+    def step(self, logits, log_survival):
+        log_beta = self._log_beta(logits)
+        return self._assemble(logits, log_beta), log_survival + log_beta
+
+
+def test_s4_s6_st_layer_errors_and_two_wrong_layers():
+    logits = torch.randn(16, 60, 9, generator=torch.Generator().manual_seed(3)) * 3
+    logits[:4, :, 8] = 12.0  # rows that want to continue: σ(z_eos) ≈ 1
+    right = st_layer_errors(SelfTerminatingLayer(0.05, eos_id=8), logits)
+    assert max(right.values()) <= 1e-6
+    no_epsilon = st_layer_errors(_NoEpsilonLayer(0.05, eos_id=8), logits)
+    assert no_epsilon["bound"] > 0.5  # S4 catches it
+    forgetful = st_layer_errors(_ForgetfulStepLayer(0.05, eos_id=8), logits)
+    assert forgetful["forms"] > 0.1  # S6 catches it
+
+
+def test_s5_greedy_stop_bound_and_a_layer_without_epsilon():
+    assert [greedy_stop_bound(e) for e in (1e-2, 1e-3, 1e-4, 1e-5)] == [69, 693, 6932, 69315]
+    peaked = LoopLM(favoured_logit=40.0, eos_logit=40.0, st_epsilon=1e-2, dtype=torch.float64)
+    prefix = torch.zeros(1, 1, dtype=torch.long)
+    assert int(greedy(peaked, prefix, 2 * 69).lengths[0]) == 69
+    peaked.st = _NoEpsilonLayer(1e-2, peaked.eos_id)
+    out = greedy(peaked, prefix, 2 * 69)
+    assert not out.terminated.all()  # never stops: S5's "peaked length = m*" fails
+
+
+def test_decode_prefix_sets_is_decode_on_each_set():
+    from kitlib.decoding import decode_prefix_sets
+
+    model = _random_lm(13, scale=2.0)
+    sets = {"a": torch.randint(0, 6, (5, 3), generator=torch.Generator().manual_seed(0)),
+            "b": torch.randint(0, 6, (4, 3), generator=torch.Generator().manual_seed(1))}
+    out = decode_prefix_sets(model, sets, ["greedy", "beam-2"], 15)
+    assert set(out) == {(s, n) for s in sets for n in ("greedy", "beam-2")}
+    with torch.no_grad():
+        for (s, n), decoded in out.items():
+            assert torch.equal(decoded.tokens, decode(n, model, sets[s], 15).tokens)
