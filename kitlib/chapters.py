@@ -32,6 +32,10 @@ CHAPTERS: tuple[Chapter, ...] = (
             "关于维度公式“n > 8.33 log N”的可用性分析", "https://kexue.fm/archives/8711"),
     Chapter("deepnet-residual", "Why residuals? DeepNet's update-size analysis",
             "为什么需要残差？一个来自DeepNet的视角", "https://kexue.fm/archives/8994"),
+    Chapter("performer", "Performer: random-feature attention, and what linear attention gives up",
+            "Performer：用随机投影将Attention的复杂度线性化", "https://kexue.fm/archives/7921"),
+    Chapter("class-imbalance", "Class imbalance: reweighting, modified losses and logit adjustment",
+            "再谈类别不平衡问题：调节权重与魔改Loss的对比联系", "https://kexue.fm/archives/7708"),
 )
 
 SLUGS: tuple[str, ...] = tuple(c.slug for c in CHAPTERS)
