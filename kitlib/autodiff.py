@@ -45,3 +45,20 @@ def central_difference_gradient(f: LossFn, theta: torch.Tensor, h: float = 1e-5)
         e.view(-1)[i] = h
         out.view(-1)[i] = (f(theta + e) - f(theta - e)) / (2 * h)
     return out
+
+
+def flat_parameters(model: torch.nn.Module) -> tuple[torch.Tensor, Callable[[torch.Tensor], dict]]:
+    """θ = all parameters of ``model`` as one flat detached vector (in ``named_parameters`` order), and the
+    map back, θ ↦ {name: tensor}, for ``torch.func.functional_call(model, unflatten(θ), args)``: turns a
+    network's loss into a :data:`LossFn` of θ (used by the flooding chapter's check of one training step)."""
+    named = [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def unflatten(vector: torch.Tensor) -> dict:
+        out, start = {}, 0
+        for name, shape, count in named:
+            out[name] = vector[start:start + count].view(shape)
+            start += count
+        return out
+
+    return theta, unflatten

@@ -1,24 +1,24 @@
-"""Flooding (Ishida et al., ICML 2020) and Su's analysis of it (kexue.fm/archives/7643).
+"""Flooding (Ishida et al., ICML 2020): the flooded loss and the paper's experiments, chapter ``flooding``.
 
-Equations, as used by the chapter ``flooding``:
+- flooded loss  L̃(θ) = |L(θ) − b| + b  =  L above the flood level b, 2b − L below it,
+  so ∇L̃ = sign(L − b) ∇L: below b every step goes *up* the loss                          (paper, Eq. 1)
+- :func:`flooded_step_check`: one step of the book's trainer on L̃ against finite differences (claim F1)
+- :func:`train_flood_grid`: the official synthetic demo, every (seed, b) pair at once
 
-- flooded loss  L̃(θ) = |L(θ) − b| + b,  so ∇L̃ = sign(L − b) ∇L                          (paper, Eq. 1)
-- one descent step ε₁ then one ascent step ε₂ (or ascent first: the same to this order)
-      θ_{n+1} − θ_{n−1} = −(ε₁ − ε₂) g − ε₁ε₂ H g + O(ε³),   g = ∇L, H = ∇²L,  2Hg = ∇‖g‖²
-  equal steps: −(ε²/2) ∇‖∇L‖²  (Su);  ε₁ > ε₂: one step of size ε₁ − ε₂ of gradient descent on
-  L + λ‖∇L‖² with λ = ε₁ε₂ / (2(ε₁ − ε₂)).
+Su's analysis of the flooded phase (descent + ascent = descent on ‖∇L‖²) is in :mod:`kitlib.flooding_analysis`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .autodiff import LossFn, gradient, hessian_vector_product
+from .autodiff import central_difference_gradient, flat_parameters
 from .data import Split
 from .models import BatchedMLP
 from .train import History, fit
@@ -29,42 +29,45 @@ def flooded_loss(loss: torch.Tensor, flood_level: float | torch.Tensor) -> torch
     return (loss - flood_level).abs() + flood_level
 
 
-def descent_ascent(loss_fn: LossFn, theta: torch.Tensor, step_descent: float, step_ascent: float,
-                   descent_first: bool = True) -> torch.Tensor:
-    """θ after one gradient-descent step (size ε₁) and one gradient-ascent step (size ε₂), in either order."""
-    signed_steps = [(-step_descent), (+step_ascent)]
-    if not descent_first:
-        signed_steps.reverse()
-    for signed in signed_steps:
-        theta = theta + signed * gradient(loss_fn, theta)
-    return theta.detach()
+def member_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each member: logits (R, n, C), labels (R, n) → (R,)."""
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    return ce.view(y.shape).mean(dim=1)
 
 
-def predicted_displacement(loss_fn: LossFn, theta: torch.Tensor, step_descent: float,
-                           step_ascent: float) -> torch.Tensor:
-    """Second-order prediction of the two-step displacement: −(ε₁ − ε₂) g − ε₁ε₂ H g."""
-    g = gradient(loss_fn, theta)
-    return -(step_descent - step_ascent) * g - step_descent * step_ascent * hessian_vector_product(loss_fn, theta, g)
+def flooded_step_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, flood_level: float, lr: float,
+                       objective: Callable[[torch.Tensor, float], torch.Tensor] = flooded_loss,
+                       h: float = 1e-5) -> dict[str, float]:
+    """One step of :func:`kitlib.train.fit` (SGD, step ``lr``, cross-entropy on (x, y), differentiating
+    ``objective(L, b)``) against an independent computation of the paper's objective (claim F1):
 
+    - ``step error``  = ‖Δθ + lr·∇̂L̃‖ / ‖lr·∇̂L̃‖, with ∇̂L̃ the central difference (step h) of L̃ written
+      piecewise — L(θ) if L(θ) > b, else 2b − L(θ) — in float arithmetic, no autograd;
+    - ``value error`` = |objective(L, b) − piecewise L̃| at the starting point.
 
-def gradient_penalty_weight(step_descent: float, step_ascent: float) -> float:
-    """λ = ε₁ε₂ / (2(ε₁ − ε₂)): descent ε₁ + ascent ε₂ ≈ a step ε₁ − ε₂ on L + λ‖∇L‖² (needs ε₁ > ε₂)."""
-    if step_descent <= step_ascent:
-        raise ValueError("the equivalence needs a descent step larger than the ascent step")
-    return step_descent * step_ascent / (2 * (step_descent - step_ascent))
+    ``model`` is not changed (a copy is trained). Use float64 and a smooth model, so that the central
+    difference is accurate to O(h²) + O(eps/h), about 1e-10 in relative terms. Returns both errors and L."""
+    theta, unflatten = flat_parameters(model)
 
+    def loss_at(vector: torch.Tensor) -> float:
+        logits = torch.func.functional_call(model, unflatten(vector), (x,))
+        return F.cross_entropy(logits, y).item()
 
-def smooth_test_loss(dim: int = 5, n: int = 40, seed: int = 0) -> LossFn:
-    """A smooth non-quadratic loss of θ ∈ R^dim for derivative checks (float64):
-    L(θ) = mean_i log(1 + exp(−y_i x_iᵀθ)) + 0.1 Σ_j θ_j⁴, with fixed random (x_i, y_i)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1
+    def piecewise(vector: torch.Tensor) -> float:
+        value = loss_at(vector)
+        return value if value > flood_level else 2 * flood_level - value
 
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        return F.softplus(-y * (x @ theta)).mean() + 0.1 * (theta**4).sum()
-
-    return loss
+    trained = copy.deepcopy(model)
+    cross_entropy = lambda m, batch: F.cross_entropy(m(batch[0]), batch[1])  # noqa: E731
+    fit(trained, torch.optim.SGD(trained.parameters(), lr=lr), cross_entropy, lambda epoch: [(x, y)], 1,
+        objective=lambda loss: objective(loss, flood_level), progress=False)
+    moved = flat_parameters(trained)[0] - theta
+    expected = -lr * central_difference_gradient(piecewise, theta, h=h)
+    loss = loss_at(theta)
+    with torch.no_grad():
+        value = objective(torch.tensor(loss, dtype=torch.float64), flood_level).item()
+    return {"step error": ((moved - expected).norm() / expected.norm()).item(),
+            "value error": abs(value - piecewise(theta)), "loss": loss}
 
 
 def label_noise_entropy(noise: float, num_classes: int) -> float:
@@ -112,6 +115,12 @@ class FloodGrid:
         """(S, B) values of an evaluation metric after the last epoch."""
         return self.evals[name][-1]
 
+    def early_stopped(self, name: str, level_index: int, by: str = "val_acc") -> np.ndarray:
+        """(S,) value of metric ``name`` for level ``level_index`` at each seed's evaluation with the best
+        ``by`` (first of ties): the run stopped early on the validation set, among the evaluated epochs."""
+        best = np.argmax(self.evals[by][:, :, level_index], axis=0)               # (S,)
+        return self.evals[name][best, np.arange(len(best)), level_index]
+
     def chosen_level_index(self, candidates: Sequence[int] | None = None) -> np.ndarray:
         """Per seed, the flood level with the best final validation accuracy among ``candidates``
         (indices into ``flood_levels``; default all). Ties go to the first candidate."""
@@ -151,10 +160,6 @@ def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, 
         raise ValueError(f"unknown optimiser {optimiser!r}; use 'sgd' or 'adam'")
     n = x_tr.shape[1]
 
-    def member_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-        return ce.view(y.shape).mean(dim=1)
-
     def batches(epoch: int):
         if batch_size is None or batch_size >= n:
             yield x_tr, y_tr
@@ -167,13 +172,13 @@ def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, 
 
     def loss_fn(model, batch):
         x, y = batch
-        return member_loss(model(x), y)
+        return member_cross_entropy(model(x), y)
 
     def evaluate(model):
         out = {}
         for name, (x, y) in sets.items():
             logits = torch.cat([model(x[:, i:i + 4096]) for i in range(0, x.shape[1], 4096)], dim=1)
-            out[f"{name}_loss"] = member_loss(logits, y)
+            out[f"{name}_loss"] = member_cross_entropy(logits, y)
             out[f"{name}_acc"] = 100 * (logits.argmax(-1) == y).float().mean(dim=1)
         out["test_clean_acc"] = 100 * (logits.argmax(-1) == y_test_clean).float().mean(dim=1)
         return out
