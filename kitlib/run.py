@@ -119,10 +119,16 @@ class Run:
     ledger: ClaimsLedger | None = None
 
     def describe(self) -> str:
+        """'quick: width 256 · seeds 5 · epochs 200' (profile, then the config's headline fields, wrapped),
+        or the slug, profile, seed and device when the config names no headline fields."""
+        import textwrap
+
         smoke = " (smoke: first steps only)" if self.smoke else ""
-        line = f"{self.slug}: profile {self.profile}{smoke}, seed {self.seed}, {device_description(self.device)}"
         config = config_line(self.config)
-        return f"{line} — {config}" if config else line
+        if not config:
+            return f"{self.slug}: profile {self.profile}{smoke}, seed {self.seed}, {device_description(self.device)}"
+        return "\n".join(textwrap.wrap(f"{self.profile}{smoke}: {config}", width=88, break_long_words=False,
+                                        subsequent_indent="  "))
 
     def seeds(self, count: int) -> list[int]:
         """``count`` distinct seeds derived from the run's seed: seed, seed+1, ... (readable in the record)."""

@@ -57,7 +57,7 @@ def executed_with_line(record: dict) -> str:
 
 
 def _decorate(notebook, record: dict) -> None:
-    """Hide papermill's injected-parameters cell and say on the page what produced it.
+    """Hide the parameters cells (declared and injected) and say on the page what produced it.
 
     The injected ``record_path`` pointed into the runner's scratch folder, which is gone: it is cleared, so
     that re-executing the notebook (nbval) writes no record."""
@@ -67,9 +67,9 @@ def _decorate(notebook, record: dict) -> None:
 
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
+        if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")      # the line under the title says what they were
         if "injected-parameters" in tags:
-            if "remove-cell" not in tags:
-                tags.append("remove-cell")
             cell.source = re.sub(r'^record_path = .*$', 'record_path = ""  # the run\'s scratch record, moved away',
                                  cell.source, flags=re.M)
     first_markdown = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "markdown"), -1)

@@ -72,8 +72,10 @@ def _null_cell(claim: dict) -> str:
 
 
 class _TableDirective(SphinxDirective):
+    classes: tuple[str, ...] = ("kitlib-table",)
+
     def _render(self, lines: list[str]) -> list[nodes.Node]:
-        container = nodes.container(classes=["kitlib-table"])
+        container = nodes.container(classes=list(self.classes))
         self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), self.content_offset, container)
         return [container]
 
@@ -130,12 +132,13 @@ class ClaimsComparisonDirective(_TableDirective):
 
 class ClaimsIndexDirective(_TableDirective):
     has_content = False
+    classes = ("kitlib-table", "full-width")   # sphinx-book-theme: use the margin too
 
     def run(self):
         srcdir = Path(self.env.srcdir)
         book, _ = _records(srcdir)
-        lines = ["| chapter | id | claim | kind | hard/soft | measured | target | null control | seeds held |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+        lines = ["| chapter | id | claim | kind | measured | target | null control | seeds held |",
+                 "|---|---|---|---|---|---|---|---|"]
         for chapter in written_chapters(srcdir):
             self.env.note_dependency(str(srcdir / "book" / f"{chapter.slug}.json"))
             self.env.note_dependency(str(srcdir / "results" / "seeds" / f"{chapter.slug}.json"))
@@ -147,7 +150,7 @@ class ClaimsIndexDirective(_TableDirective):
                 seeds = sweep.get("claims", {}).get(c["id"])
                 held = f"{seeds['held']}/{seeds['of']}" if seeds else "—"
                 mark = "✓" if c["holds"] else "✗"
-                lines.append(f"| {link} | {c['id']} | {_cell(c['statement'])} | {c['kind']} | "
+                lines.append(f"| {link} | {c['id']} | {_cell(c['statement'])} | {c['kind']}, "
                              f"{'hard' if c['hard'] else 'soft'} | {mark} {_cell(format_value(c['value']))} | "
                              f"{_cell(c['target'])} | {_null_cell(c)} | {held} |")
         return self._render(lines)

@@ -251,7 +251,7 @@ def test_the_run_line_is_generated_from_the_config():
 
     run = kr.start("flooding", profile="quick", seed=0, device="cpu",
                    profiles={"quick": Config(256, (0.0, 0.26)), "full": Config(500, (0.1,))})
-    assert run.describe().endswith("— width 256 · flood levels 0.0, 0.26")
+    assert run.describe() == "quick: width 256 · flood levels 0.0, 0.26"
 
 
 def test_scorecard_reads_latest_full_record_and_ignores_smoke(tmp_path):

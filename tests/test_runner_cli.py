@@ -123,6 +123,7 @@ def test_runner_writes_notebook_and_valid_record(tmp_path):
     assert injected and "remove-cell" in injected[0].metadata.tags
     assert re.search(r"^record_path = \"\"", injected[0].source, flags=re.M)
     assert "Executed with profile **quick**, seed 4, on CPU" in nb.cells[1].source
+    assert all("remove-cell" in c.metadata.tags for c in nb.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", [])))
     assert not [p.name for p in (root / "out").iterdir() if p.name.startswith(".")]
 
 
