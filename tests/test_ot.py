@@ -1,6 +1,7 @@
 """kitlib.ot.exact_w1 against an optimal assignment, a HiGHS linear programme and finite differences."""
 
 import numpy as np
+import ot
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment, linprog
@@ -101,3 +102,56 @@ def test_c_transform_value_reaches_w1_at_an_optimal_potential():
     _, log = ot.emd(ot.unif(12), ot.unif(12), cost, log=True)
     value = c_transform_value(torch.tensor(log["u"]), torch.tensor(cost))
     assert float(value) == pytest.approx(exact_w1(x, y), abs=1e-9)
+
+
+def _digit_batches(m, seed=0):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data / 16
+    rng = np.random.default_rng(seed)
+    return digits[rng.choice(len(digits), m, replace=False)], digits[rng.choice(len(digits), m, replace=False)]
+
+
+def test_w1_fails_for_a_squared_euclidean_cost():
+    """Claim W1 can fail: the squared distance (the W2² cost, a common slip) instead of ‖x − y‖ moves the
+    network simplex's value far beyond the 1e-8 agreement with the assignment."""
+    x, y = _digit_batches(64)
+    rows, cols = linear_sum_assignment(cdist(x, y))
+    assignment = cdist(x, y)[rows, cols].mean()
+    assert abs(exact_w1(x, y) - assignment) < 1e-8
+    wrong = float(ot.emd2(ot.unif(64), ot.unif(64), cdist(x, y, "sqeuclidean")))
+    assert abs(wrong - assignment) > 1e-2
+
+
+def test_w2_fails_for_the_entropic_objective():
+    """Claim W2 can fail: reporting Sinkhorn's regularised objective ⟨γ, C⟩ + ε Σ γ log γ instead of the
+    transport cost ⟨γ, C⟩ of its plan puts the value below the exact W1 (the plan's cost never is)."""
+    x, y = _digit_batches(64, seed=1)
+    cost = cdist(x, y)
+    exact = exact_w1(x, y)
+    plan = ot.sinkhorn(ot.unif(64), ot.unif(64), cost, 0.05, numItermax=20000, stopThr=1e-6)
+    transport = float((plan * cost).sum())
+    objective = transport + 0.05 * float((plan * np.log(np.maximum(plan, 1e-300))).sum())
+    assert transport >= exact - 1e-9
+    assert objective < exact - 1e-9
+
+
+def test_w3_fails_for_a_c_transform_with_the_wrong_sign():
+    """Claim W3 can fail: φ^c(y) = min_i [c(x_i, y) + φ(x_i)] (sign slip) exceeds the exact W1 for some of the
+    chapter's random critics (MLP 64-32-1, tanh, outputs ×5), while the right c-transform never does."""
+    from torch import nn
+
+    from kitlib.gan_networks import mlp
+
+    x, y = _digit_batches(64, seed=2)
+    xt, cost = torch.tensor(x), torch.tensor(cdist(x, y))
+    exact = exact_w1(x, y)
+    torch.manual_seed(0)
+    right, wrong = [], []
+    for _ in range(20):
+        with torch.no_grad():
+            phi = 5 * mlp([64, 32, 1], activation=nn.Tanh).double()(xt).squeeze(-1)
+        right.append(float(c_transform_value(phi, cost)) - exact)
+        wrong.append(float(phi.mean() + (cost + phi[:, None]).min(dim=0).values.mean()) - exact)
+    assert max(right) <= 1e-9
+    assert max(wrong) > 1e-6

@@ -1,24 +1,32 @@
-"""kitlib.wgan: penalties against finite differences and closed forms, the Weiszfeld median, toy data."""
+"""The wgan chapter's modules: penalties against finite differences and closed forms (W9), the zero critic,
+the training loops, the Weiszfeld median and the sample metrics, the toy data and the networks."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from kitlib.wgan import (
+from kitlib.critic_losses import (
+    central_difference_gradient_norms,
     critic_estimate,
     gradient_penalty,
     input_gradient_norms,
+    zero_critic_estimate,
+)
+from kitlib.gan_networks import dcgan_digits, dcgan_mnist, gan_networks, mlp
+from kitlib.ot import c_transform_value, exact_w1
+from kitlib.sample_metrics import (
+    batch_w1_against_real,
     mean_distance,
-    mlp,
     pixel_sharpness,
-    toy_2d,
-    train_particles,
+    spread,
     weiszfeld_median,
 )
+from kitlib.toy_distributions import toy_2d
+from kitlib.wgan_training import end_of_training_ratios, train_particles, train_static_critic, train_wgan
 
 
-def test_input_gradient_norm_matches_finite_differences():
+def test_input_gradient_norm_matches_a_loop_of_finite_differences():
     torch.manual_seed(0)
     critic = mlp([3, 16, 16, 1], activation=nn.Tanh).double()
     points = torch.randn(5, 3, dtype=torch.float64)
@@ -31,7 +39,30 @@ def test_input_gradient_norm_matches_finite_differences():
             shift[k] = step
             with torch.no_grad():
                 grad[k] = (critic(points[i] + shift) - critic(points[i] - shift)).item() / (2 * step)
-        assert float(norms[i]) == pytest.approx(float(grad.norm()), abs=1e-4)
+        assert float(norms[i]) == pytest.approx(float(grad.norm()), abs=1e-8)
+    assert torch.allclose(central_difference_gradient_norms(critic, points), norms, atol=1e-8)
+
+
+def test_w9_fails_for_a_per_batch_gradient_norm_and_a_two_sided_lp():
+    """Claim W9 can fail: the norm of the whole batch's gradient (instead of one norm per point) misses the
+    finite differences by far more than its tolerance, and a two-sided penalty is not 0 on a contraction."""
+    torch.manual_seed(1)
+    critic = mlp([64, 32, 32, 1], activation=nn.Tanh).double()
+    points = torch.rand(10, 64, dtype=torch.float64)
+    points.requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(points).sum(), points)
+    per_batch = grad.norm().expand(10)          # the plausible slip: one norm for the batch
+    reference = central_difference_gradient_norms(critic, points.detach())
+    assert float((per_batch - reference).abs().max()) > 1e-2
+    assert float((input_gradient_norms(critic, points).detach() - reference).abs().max()) < 1e-6
+    small = mlp([64, 32, 1], activation=nn.Tanh).double()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.mul_(0.05)
+    gen = torch.Generator().manual_seed(1)
+    real, fake = torch.rand(64, 64, dtype=torch.float64), torch.rand(64, 64, dtype=torch.float64)
+    assert float(gradient_penalty(small, real, fake, gen, one_sided=True).detach()) == 0.0
+    assert float(gradient_penalty(small, real, fake, gen).detach()) > 0.5   # (‖∇D‖ − 1)² ≈ 1 when ‖∇D‖ ≈ 0
 
 
 def test_penalties_on_a_linear_critic_have_closed_forms():
@@ -48,20 +79,27 @@ def test_penalties_on_a_linear_critic_have_closed_forms():
         assert lp == pytest.approx(max(0.0, scale - 1) ** 2, abs=1e-6)
 
 
-def test_lp_penalty_is_zero_for_a_contraction_and_trains():
+def test_penalty_is_differentiable_in_the_weights():
     torch.manual_seed(2)
     critic = mlp([2, 32, 1], activation=nn.Tanh)
-    with torch.no_grad():
-        for p in critic.parameters():
-            p.mul_(0.1)   # a small network: ‖∇D‖ ≪ 1 everywhere
     gen = torch.Generator().manual_seed(2)
     real, fake = torch.randn(16, 2, generator=gen), torch.randn(16, 2, generator=gen)
-    penalty = gradient_penalty(critic, real, fake, gen, one_sided=True)
-    assert float(penalty.detach()) == 0.0
-    two_sided = gradient_penalty(critic, real, fake, gen)
-    two_sided.backward()   # the penalty is differentiable in the critic's weights (double backward)
+    gradient_penalty(critic, real, fake, gen).backward()   # double backward
     weights = [p for name, p in critic.named_parameters() if name.endswith("weight")]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+def test_zero_critic_estimate_is_the_mean_nearest_real_distance():
+    gen = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(9, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    loop = np.mean([min(float((r - f).norm()) for r in real) for f in fake])
+    assert zero_critic_estimate(real, fake) == pytest.approx(loop, rel=1e-6)
+    cost = torch.cdist(real, fake)
+    assert zero_critic_estimate(real, fake) == pytest.approx(float(c_transform_value(torch.zeros(9), cost)),
+                                                             rel=1e-6)
+    assert critic_estimate("ctransform", lambda x: torch.zeros(len(x), 1), real, fake) == pytest.approx(
+        zero_critic_estimate(real, fake), rel=1e-6)
+    assert zero_critic_estimate(real, fake) <= exact_w1(real.double().numpy(), fake.double().numpy()) + 1e-6
 
 
 def test_weiszfeld_median_minimises_the_mean_distance():
@@ -94,9 +132,11 @@ def test_toy_sets_and_estimates():
         critic_estimate("clip", critic, eight, eight)
 
 
-def test_pixel_sharpness_and_particles():
+def test_pixel_sharpness_spread_and_particles():
     assert pixel_sharpness(np.array([0.0, 1.0, 1.0, 0.0])) == 1.0
     assert pixel_sharpness(np.full(10, 0.5)) == 0.0
+    assert spread(np.array([[-1.0, 0.0], [1.0, 0.0]])) == pytest.approx(1.0)
+    assert spread(np.ones((5, 3))) == 0.0
     gen = torch.Generator().manual_seed(5)
     data = torch.rand(200, 4, generator=gen)
     start = data[:8].clone()
@@ -105,27 +145,52 @@ def test_pixel_sharpness_and_particles():
     assert np.mean(trace[-15:]) < np.mean(trace[:15])
 
 
-def test_static_ctransform_critic_approaches_w1_from_below():
-    from kitlib.ot import exact_w1
-    from kitlib.wgan import train_static_critic
+def test_batch_w1_against_real_matches_direct_computation():
+    rng = np.random.default_rng(6)
+    data = rng.random((30, 5))
+    candidate = rng.random((6, 5))
+    real_real, real_candidate = batch_w1_against_real(data, candidate, 4, np.random.default_rng(7))
+    again = np.random.default_rng(7)
+    for k in range(4):
+        real = data[again.choice(30, 6, replace=False)]
+        assert real_real[k] == pytest.approx(exact_w1(real, data[again.choice(30, 6, replace=False)]))
+        assert real_candidate[k] == pytest.approx(exact_w1(real, candidate))
+    # a candidate that is the whole data set: every real batch is a permutation of it, at W1 0
+    whole = data[:6]
+    _, zero = batch_w1_against_real(whole, whole, 3, rng)
+    assert np.allclose(zero, 0)
 
+
+def test_static_ctransform_critic_approaches_w1_from_below():
     gen = torch.Generator().manual_seed(6)
     real = torch.randn(128, 2, generator=gen)
     fake = torch.randn(128, 2, generator=gen) + torch.tensor([2.0, 0.0])
     w1 = exact_w1(real.double().numpy(), fake.double().numpy())
     torch.manual_seed(6)
     critic = mlp([2, 32, 32, 1])
-    history = train_static_critic("ctransform", critic, real, fake, steps=300, batch=64, lr=1e-3,
+    history = train_static_critic("ctransform", critic, real, fake, steps=250, batch=64, lr=1e-3,
                                   generator=gen, eval_every=100, progress=False)
-    assert history["step"] == [100, 200, 300]
+    assert history["step"] == [0, 100, 200, 250]
     assert 0.9 * w1 < history["estimate"][-1] <= w1 + 1e-5   # full-set dual value: weak duality
+    assert history["estimate"][-1] > zero_critic_estimate(real, fake)
     with pytest.raises(ValueError, match="unknown method"):
         train_static_critic("clip", critic, real, fake, steps=1, batch=8, lr=1e-3, generator=gen)
 
 
-def test_dcgan_digits_shapes_and_gradient_penalty():
-    from kitlib.wgan import dcgan_digits
+def test_wgan_end_of_training_ratios_obey_weak_duality():
+    """The c-transform estimate and the zero critic's are dual values of the batch: both ≤ its exact W1."""
+    gen = torch.Generator().manual_seed(9)
+    sample = lambda n: toy_2d("8gaussians", n, gen)  # noqa: E731
+    g_net, d_net, history = train_wgan("ctransform", sample, noise_dim=2, data_dim=2, width=16, iterations=5,
+                                       batch=32, generator=gen, track_every=2, progress=False)
+    assert history["iteration"] == [2, 4, 5]
+    assert all(z <= e + 1e-6 for z, e in zip(history["zero critic"], history["exact"]))
+    ratios = end_of_training_ratios("ctransform", g_net, d_net, sample, noise_dim=2, batch=32, generator=gen,
+                                    draws=3)
+    assert 0 < ratios["zero critic"] <= 1 + 1e-6 and ratios["ratio"] <= 1 + 1e-6
 
+
+def test_dcgan_digits_shapes_and_gradient_penalty():
     torch.manual_seed(7)
     generator, critic = dcgan_digits(16, 8)
     images = generator(torch.randn(5, 16))
@@ -139,8 +204,6 @@ def test_dcgan_digits_shapes_and_gradient_penalty():
 
 
 def test_dcgan_mnist_follows_the_wgan_gp_shapes_and_trains():
-    from kitlib.wgan import dcgan_mnist, train_wgan
-
     torch.manual_seed(8)
     generator, critic = dcgan_mnist(16, 4)
     z = torch.randn(3, 16)
@@ -163,5 +226,4 @@ def test_dcgan_mnist_follows_the_wgan_gp_shapes_and_trains():
                                networks="dcgan", track_every=1, progress=False)
     assert len(history["exact"]) == 2 and all(v > 0 for v in history["exact"])
     with pytest.raises(ValueError, match="28×28"):
-        train_wgan("gp", lambda n: data[:n], noise_dim=16, data_dim=100, width=4, iterations=1, batch=8,
-                   generator=gen, networks="dcgan")
+        gan_networks("dcgan", noise_dim=16, data_dim=100, width=4)
