@@ -11,7 +11,7 @@ attention in one of :data:`ATTENTIONS`:
 - ``uniform``: average pooling over the prefix ($\\phi\\equiv1$), what attention becomes with no preference.
 
 The model is small on purpose: the chapter trains it in seconds on a CPU and compares the attentions on the
-same weights. ``kitlib.transformer`` holds the DeepNet chapter's models; this one only needs a pluggable
+same weights. ``kitlib.tiny_transformers`` holds the DeepNet chapter's models; this one only needs a pluggable
 attention.
 """
 

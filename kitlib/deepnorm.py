@@ -12,21 +12,18 @@ O(η) for SGD; Adam's first step is η·sign(g), which changes the loss by −η
 α = (2N)^{1/2}, λ = (2N)^{-1/2} (:func:`su_alpha_lambda`).
 
 :class:`FFNStack` is the test bench of the chapter: L feed-forward sublayers f(h) = relu(h W₁) W₂ of width d in
-one of the architectures of :data:`ARCHITECTURES`; :func:`one_step_update` measures ‖F(x; θ') − F(x; θ)‖ and
-‖∇‖² for one SGD or Adam step.
+one of the architectures of :data:`ARCHITECTURES`; :mod:`kitlib.update_size` measures ‖F(x; θ') − F(x; θ)‖ and
+‖∇‖² for one SGD or Adam step of it (and of the tiny Transformers of :mod:`kitlib.tiny_transformers`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from .train import progress_bar
 
 
 def deepnorm_alpha_beta(encoder_layers: float, decoder_layers: float) -> dict:
@@ -73,6 +70,55 @@ def su_alpha_lambda(sublayers: float, optimiser: str) -> tuple[float, float]:
     if optimiser not in rows:
         raise ValueError(f"unknown optimiser {optimiser!r}; choose one of {sorted(rows)}")
     return rows[optimiser]
+
+
+#: DeepNorm's constants read off the paper's table (Wang et al. 2022, Fig. 2) for a few layer counts, to 4
+#: decimals: (N, M) → (encoder (α, β) or None, decoder (α, β) or None). Worked out by hand in the reference notes.
+PAPER_CONSTANTS = {
+    (6, 0): ((1.8612, 0.3799), None),
+    (18, 0): ((2.4495, 0.2887), None),
+    (100, 0): ((3.7606, 0.1880), None),
+    (1000, 0): ((6.6874, 0.1057), None),
+    (0, 18): (None, (2.4495, 0.2887)),
+    (6, 6): ((1.4179, 0.4970), (2.0598, 0.3433)),
+}
+
+
+def paper_table_error(constants=deepnorm_alpha_beta) -> float:
+    """Largest relative error of ``constants(N, M)`` against :data:`PAPER_CONSTANTS` (∞ when a side that the
+    table leaves empty is not None). Rounding the table to 4 decimals alone gives up to 5·10⁻⁴."""
+    worst = 0.0
+    for (n, m), expected in PAPER_CONSTANTS.items():
+        got = constants(n, m)
+        for side, want in zip(("encoder", "decoder"), expected):
+            if (want is None) != (got[side] is None):
+                return math.inf
+            if want is not None:
+                worst = max(worst, *(abs(g / w - 1) for g, w in zip(got[side], want)))
+    return worst
+
+
+def su_table_error(constants=su_alpha_lambda, sublayers=(12, 36, 200, 2000)) -> float:
+    """Largest relative error of ``constants(2N, optimiser)`` against Su's rows written as closed forms of
+    s = 2N (8978): SGD (s^{1/4}, s^{-1/4}), Adam (s^{1/2}, s^{-1/2}), LAMB (1, s^{-1/2})."""
+    rows = {"sgd": lambda s: (s**0.25, s**-0.25), "adam": lambda s: (s**0.5, s**-0.5),
+            "lamb": lambda s: (1.0, s**-0.5)}
+    return max(abs(g / w - 1) for s in sublayers for name, closed_form in rows.items()
+               for g, w in zip(constants(s, name), closed_form(s)))
+
+
+def encoder_decoder_coefficients(constants=deepnorm_alpha_beta, layers=((6, 6), (18, 18), (100, 100))):
+    """The encoder's coefficients (a, b) in α = a (N⁴M)^{1/16}, β = b (N⁴M)^{-1/16}, read off ``constants``:
+    the largest deviation over ``layers`` from 27^{-1/16} and 27^{1/16}/√2 (App. C), which the paper rounds to
+    0.81 and 0.87. Returns (|a − 27^{-1/16}|, |b − 27^{1/16}/√2|), each ≤ 0.005 when the rounding is right."""
+    a_exact, b_exact = 27 ** (-1 / 16), 27 ** (1 / 16) / math.sqrt(2)
+    gaps_a, gaps_b = [], []
+    for n, m in layers:
+        alpha, beta = constants(n, m)["encoder"]
+        scale = (n**4 * m) ** (1 / 16)
+        gaps_a.append(abs(alpha / scale - a_exact))
+        gaps_b.append(abs(beta * scale - b_exact))
+    return max(gaps_a), max(gaps_b)
 
 
 #: architectures of :class:`FFNStack`
@@ -122,95 +168,31 @@ class FFNStack(nn.Module):
             self.w2 = nn.Parameter(torch.randn(depth, width, width, generator=generator) * std2)
 
     def branch(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """f_l(h) = relu(h W₁[l]) W₂[l]."""
         return torch.relu(h @ self.w1[layer]) @ self.w2[layer]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        arch, depth = self.architecture, self.depth
+        arch, depth, alpha = self.architecture, self.depth, self.alpha
+        # unbind once: indexing w1[l] inside the loop would make backward add L full-size (L, d, d) zero
+        # gradients, O(L²) work where unbind's backward stacks the L slices once
+        w1 = self.w1.unbind(0)
+        w2 = self.w2.unbind(0) if self.w2 is not None else None
         for layer in range(depth):
             if arch == "plain":
-                h = h @ self.w1[layer]
-            elif arch == "residual":
-                h = h + self.branch(h, layer) / math.sqrt(depth)
+                h = h @ w1[layer]
+                continue
+            branch = lambda t: torch.relu(t @ w1[layer]) @ w2[layer]  # noqa: E731
+            if arch == "residual":
+                h = h + branch(h) / math.sqrt(depth)
             elif arch == "post_ln":
-                h = layer_norm(h + self.branch(h, layer))
+                h = layer_norm(h + branch(h))
             elif arch == "pre_ln":
-                h = h + self.branch(layer_norm(h), layer)
+                h = h + branch(layer_norm(h))
             elif arch == "labml":
-                h = layer_norm(h + self.alpha * self.branch(h, layer))
+                h = layer_norm(h + alpha * branch(h))
             else:  # deepnorm, su_adam
-                h = layer_norm(self.alpha * h + self.branch(h, layer))
+                h = layer_norm(alpha * h + branch(h))
         return layer_norm(h) if arch == "pre_ln" else h
-
-
-def half_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L = ½ · mean over samples of ‖F(x_i) − y_i‖²."""
-    return 0.5 * (output - target).pow(2).sum(-1).mean()
-
-
-def one_step_update(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, optimiser: str,
-                    lr: float, *, loss_fn=None, output_fn=None, trainable=None) -> dict:
-    """Take one step of ``optimiser`` ("sgd" or "adam") from a copy of ``model``; return
-
-    - ``update``: rms over samples (tokens) of ‖F(x; θ') − F(x; θ)‖ (the paper's model update ‖ΔF‖);
-    - ``grad_sq``, ``grad_l1``: ‖∇_θ L‖², ‖∇_θ L‖₁ at θ over the trained parameters;
-    - ``loss_change``: L(θ') − L(θ), to compare with −η‖g‖² (SGD) or −η‖g‖₁ (Adam's first step ≈ sign).
-
-    Defaults: F = ``model(inputs)`` and L = ½ mean ‖F − y‖²; ``output_fn(model, inputs)`` and
-    ``loss_fn(model, inputs, targets)`` replace them (e.g. a language model's last hidden state and its
-    cross-entropy). ``trainable(name)`` selects the parameters that take the step (default: all).
-    Adam's first step with bias correction is η·g/(|g| + ε), i.e. η·sign(g) up to ε; torch's Adam is used.
-    ``model`` itself is not changed.
-    """
-    output_fn = output_fn or (lambda m, x: m(x))
-    loss_fn = loss_fn or (lambda m, x, y: half_squared_error(m(x), y))
-    stepped = copy.deepcopy(model)
-    params = [p for name, p in stepped.named_parameters()
-              if p.requires_grad and (trainable is None or trainable(name))]
-    if optimiser == "sgd":
-        opt = torch.optim.SGD(params, lr=lr)
-    elif optimiser == "adam":
-        opt = torch.optim.Adam(params, lr=lr)
-    else:
-        raise ValueError(f"unknown optimiser {optimiser!r}; choose 'sgd' or 'adam'")
-    with torch.no_grad():
-        output = output_fn(stepped, inputs)
-    loss = loss_fn(stepped, inputs, targets)
-    opt.zero_grad()
-    loss.backward()
-    params = [p for p in params if p.grad is not None]  # parameters the loss does not reach
-    grad_sq = sum(float(p.grad.pow(2).sum()) for p in params)
-    grad_l1 = sum(float(p.grad.abs().sum()) for p in params)
-    opt.step()
-    with torch.no_grad():
-        new_output = output_fn(stepped, inputs)
-        new_loss = loss_fn(stepped, inputs, targets)
-        update = (new_output - output).pow(2).sum(-1).mean().sqrt()
-    if not torch.isfinite(update):
-        raise FloatingPointError(
-            f"the one-step update of {getattr(model, 'architecture', 'the model')} is not finite: "
-            "lower the learning rate or the depth"
-        )
-    return {"update": float(update), "grad_sq": grad_sq, "grad_l1": grad_l1,
-            "loss_change": float(new_loss - loss.detach())}
-
-
-def update_size_sweep(architectures, depths, seeds, optimiser: str, lr: float, *, width: int = 64,
-                      batch: int = 64, device: torch.device | str = "cpu", progress: bool = True) -> dict:
-    """:func:`one_step_update` of an :class:`FFNStack` for every architecture, depth and seed.
-
-    Seed s draws the weights, a batch x ~ N(0, I) and targets y ~ N(0, I) (the same for every architecture).
-    Returns ``{architecture: {"update": array (depths, seeds), "grad_sq": array (depths, seeds)}}``."""
-    cells = [(a, i, j) for a in architectures for i in range(len(depths)) for j in range(len(seeds))]
-    out = {a: {"update": np.zeros((len(depths), len(seeds))), "grad_sq": np.zeros((len(depths), len(seeds)))}
-           for a in architectures}
-    for arch, i, j in progress_bar(cells, f"one {optimiser} step", progress):
-        gen = torch.Generator().manual_seed(int(seeds[j]))
-        stack = FFNStack(width, depths[i], arch, generator=gen).to(device)
-        x = torch.randn(batch, width, generator=gen).to(device)
-        y = torch.randn(batch, width, generator=gen).to(device)
-        result = one_step_update(stack, x, y, optimiser, lr)
-        out[arch]["update"][i, j], out[arch]["grad_sq"][i, j] = result["update"], result["grad_sq"]
-    return out
 
 
 def loglog_slope(x, y) -> float:
@@ -220,19 +202,21 @@ def loglog_slope(x, y) -> float:
 
 
 def residual_jacobian_gain(width: int, depth: int, eps: float, samples: int,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+                           generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Squared gain ‖v ∂y/∂x‖² / ‖v‖² of y = h_N, h_{l+1} = h_l + ε f_l(h_l), for ``samples`` pairs (x, v)
-    of standard normal vectors, with f_l the feed-forward branch of :class:`FFNStack` (fresh weights for
-    every sample's network would cost more and change nothing on average; one network serves all samples).
+    of standard normal vectors (shape (samples,)), with f_l the feed-forward branch of :class:`FFNStack` (fresh
+    weights for every sample's network would cost more and change nothing on average; one network serves all
+    samples). ``dtype=torch.float64`` for ε = 1, whose gain ≈ 2^N overflows float32 beyond N ≈ 120.
 
     In high dimension v and ε v ∂f/∂x are nearly orthogonal, so each layer multiplies the squared norm by
     ≈ 1 + ε², and the gain is ≈ (1 + ε²)^N (→ e at ε² = 1/N), not the 1-D bound (1 + ε)^{2N}.
     """
-    stack = FFNStack(width, depth, "residual", generator=generator)
-    x = torch.randn(samples, width, generator=generator, requires_grad=True)
-    v = torch.randn(samples, width, generator=generator)
+    stack = FFNStack(width, depth, "residual", generator=generator).to(dtype)
+    x = torch.randn(samples, width, generator=generator).to(dtype).requires_grad_()  # the same draws in any dtype
+    v = torch.randn(samples, width, generator=generator).to(dtype)
+    w1, w2 = stack.w1.detach().unbind(0), stack.w2.detach().unbind(0)
     h = x
     for layer in range(depth):
-        h = h + eps * stack.branch(h, layer)
+        h = h + eps * (torch.relu(h @ w1[layer]) @ w2[layer])
     (vjp,) = torch.autograd.grad(h, x, grad_outputs=v)
     return vjp.pow(2).sum(-1) / v.pow(2).sum(-1)

@@ -20,11 +20,17 @@ from scipy.integrate import quad
 from scipy.special import expit
 
 
-def swish_moments() -> tuple[float, float]:
-    """(μ, ν²) = (E[swish(x)], E[swish(x)²]) for x ~ N(0, 1), swish(x) = x σ(x), by quadrature."""
+def swish(x: float) -> float:
+    """swish(x) = x σ(x) (SiLU), the activation of GAU."""
+    return x * expit(x)
+
+
+def swish_moments(activation=swish) -> tuple[float, float]:
+    """(μ, ν²) = (E[φ(x)], E[φ(x)²]) for x ~ N(0, 1) by quadrature, φ = swish unless ``activation`` is given
+    (the test passes a wrong one to show that the claim's tolerance catches it)."""
     density = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    mean = quad(lambda x: x * expit(x) * density(x), -math.inf, math.inf, epsabs=1e-13)[0]
-    second = quad(lambda x: (x * expit(x)) ** 2 * density(x), -math.inf, math.inf, epsabs=1e-13)[0]
+    mean = quad(lambda x: activation(x) * density(x), -math.inf, math.inf, epsabs=1e-13)[0]
+    second = quad(lambda x: activation(x) ** 2 * density(x), -math.inf, math.inf, epsabs=1e-13)[0]
     return mean, second
 
 
@@ -34,14 +40,19 @@ def diagonal_estimate(key_width: int, length: int) -> float:
     return key_width * nu_sq**3 / length
 
 
+ATTENTIONS = ("full", "diagonal", "identity")
+
+
 def gau_output_ratio(length: int, width: int, expansion: int, key_width: int, *,
                      weight_std: float | None = None, generator: torch.Generator | None = None,
-                     diagonal_only: bool = False) -> float:
+                     attention: str = "full") -> float:
     """rms(GAU(X)) / rms(X) for one X ~ N(0, 1) of shape (length, width) and freshly initialised weights.
 
     ``weight_std=None`` is LeCun init (std 1/√fan-in; W_o has fan-in ``expansion``); a number uses that std
-    for every matrix (the GAU paper's 0.02). ``diagonal_only`` keeps only the diagonal of A — Su's
-    approximation — to separate what the approximation drops from what the initialisation does.
+    for every matrix (the GAU paper's 0.02). ``attention`` (see :func:`gau_forward`): "diagonal" keeps only
+    the diagonal of A — Su's approximation — to separate what the approximation drops from what the
+    initialisation does; "identity" (A = I, the gated linear unit U ⊙ V without token mixing) is the chapter's
+    null control: the same unit and init without the small relu²(ZZᵀ)/(ns).
     """
     n, d, e, s = length, width, expansion, key_width
 
@@ -51,18 +62,24 @@ def gau_output_ratio(length: int, width: int, expansion: int, key_width: int, *,
 
     x = torch.randn(n, d, generator=generator, dtype=torch.float64)
     weights = weight(d, e), weight(d, e), weight(d, s), weight(e, d)
-    output = gau_forward(x, *weights, diagonal_only=diagonal_only)
+    output = gau_forward(x, *weights, attention=attention)
     return float(output.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
 
 
 def gau_forward(x: torch.Tensor, w_u: torch.Tensor, w_v: torch.Tensor, w_z: torch.Tensor, w_o: torch.Tensor,
-                *, diagonal_only: bool = False) -> torch.Tensor:
+                *, attention: str = "full") -> torch.Tensor:
     """O = (U ⊙ A V) W_o with U = swish(X W_u), V = swish(X W_v), Z = swish(X W_z), A = relu²(Z Zᵀ)/(n s)
-    (Q and K are the identity at init); ``diagonal_only`` replaces A by its diagonal."""
+    (Q and K are the identity at init); X (n, d), W_u, W_v (d, e), W_z (d, s), W_o (e, d) → O (n, d).
+    ``attention="diagonal"`` replaces A by its diagonal, ``"identity"`` by the identity matrix."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}; choose one of {ATTENTIONS}")
     swish = torch.nn.functional.silu
     n, s = x.shape[0], w_z.shape[1]
-    u, v, z = swish(x @ w_u), swish(x @ w_v), swish(x @ w_z)
-    attention = torch.relu(z @ z.T) ** 2 / (n * s)
-    if diagonal_only:
-        attention = torch.diag(torch.diagonal(attention))
-    return (u * (attention @ v)) @ w_o
+    u, v = swish(x @ w_u), swish(x @ w_v)
+    if attention == "identity":
+        return (u * v) @ w_o
+    z = swish(x @ w_z)
+    a = torch.relu(z @ z.T) ** 2 / (n * s)
+    if attention == "diagonal":
+        a = torch.diag(torch.diagonal(a))
+    return (u * (a @ v)) @ w_o

@@ -1,5 +1,8 @@
-"""kitlib.deepnorm, kitlib.transformer and kitlib.gau against the paper's table, closed forms and loops."""
+"""kitlib.deepnorm, kitlib.update_size, kitlib.tiny_transformers, kitlib.sequence_batches,
+kitlib.transformer_training and kitlib.gau against the paper's table, closed forms and loops; and the identity
+claims of chapter deepnet-residual (C2-01, C2-02, C2-09) failing on plausible wrong implementations."""
 
+import copy
 import math
 
 import numpy as np
@@ -11,20 +14,31 @@ from kitlib.deepnorm import (
     ARCHITECTURES,
     FFNStack,
     deepnorm_alpha_beta,
+    encoder_decoder_coefficients,
     loglog_slope,
-    one_step_update,
+    paper_table_error,
     residual_jacobian_gain,
     su_alpha_lambda,
-    update_size_sweep,
+    su_table_error,
 )
 from kitlib.gau import diagonal_estimate, gau_forward, gau_output_ratio, swish_moments
+from kitlib.sequence_batches import random_windows, translation_pairs
 from kitlib.text import character_tokens, load_python_docs
-from kitlib.transformer import (
-    TinyTransformerLM,
-    is_weight_matrix,
-    lm_one_step_update,
-    random_windows,
+from kitlib.tiny_transformers import TinyTransformerLM, TinyTransformerSeq2Seq, is_weight_matrix, multi_head_attention
+from kitlib.transformer_training import (
+    adam_with_warmup,
     train_language_model,
+    train_translation,
+    unigram_cross_entropy,
+    warmup_lr,
+)
+from kitlib.update_size import (
+    lm_one_step_update,
+    lm_update_table,
+    one_step_update,
+    seq2seq_one_step_update,
+    seq2seq_update_table,
+    update_size_sweep,
 )
 
 
@@ -207,6 +221,14 @@ def test_gau_forward_matches_a_loop_over_tokens():
     assert torch.allclose(gau_forward(x, w_u, w_v, w_z, w_o), torch.stack(rows), atol=1e-10)
     ratio = gau_output_ratio(64, 32, 64, 16, generator=torch.Generator().manual_seed(0))
     assert 0 < ratio < 1
+    # the diagonal and identity variants against the same loop with A replaced
+    diagonal = torch.stack([(swish(x[i] @ w_u) * max(float(swish(x[i] @ w_z) @ swish(x[i] @ w_z)), 0.0) ** 2
+                             / (n * s) * swish(x[i] @ w_v)) @ w_o for i in range(n)])
+    assert torch.allclose(gau_forward(x, w_u, w_v, w_z, w_o, attention="diagonal"), diagonal, atol=1e-10)
+    gated = torch.stack([(swish(x[i] @ w_u) * swish(x[i] @ w_v)) @ w_o for i in range(n)])
+    assert torch.allclose(gau_forward(x, w_u, w_v, w_z, w_o, attention="identity"), gated, atol=1e-10)
+    with pytest.raises(ValueError, match="unknown attention"):
+        gau_forward(x, w_u, w_v, w_z, w_o, attention="softmax")
 
 
 def test_transformer_is_causal_and_deepnorm_scales_the_right_weights():
@@ -306,8 +328,6 @@ def _attention_loop(x, memory, block_q, block_k, block_v, block_o, heads, causal
 
 
 def test_encoder_decoder_blocks_against_loops_and_formulas():
-    from kitlib.transformer import TinyTransformerSeq2Seq, multi_head_attention
-
     torch.manual_seed(2)
     model = TinyTransformerSeq2Seq(12, 3, 2, "deepnorm", width=16, ffn_width=32, heads=2, context=8)
     constants = deepnorm_alpha_beta(3, 2)
@@ -329,8 +349,6 @@ def test_encoder_decoder_blocks_against_loops_and_formulas():
 
 
 def test_encoder_decoder_init_masks_and_task():
-    from kitlib.transformer import TinyTransformerSeq2Seq, translation_pairs
-
     torch.manual_seed(3)
     deep = TinyTransformerSeq2Seq(20, 20, 20, "deepnorm", width=64, ffn_width=128, context=16)
     _, beta_d = deepnorm_alpha_beta(20, 20)["decoder"]
@@ -363,8 +381,6 @@ def test_encoder_decoder_init_masks_and_task():
 
 
 def test_translation_training_learns_and_one_step_steps_only_block_matrices():
-    from kitlib.transformer import TinyTransformerSeq2Seq, seq2seq_one_step_update, train_translation
-
     permutation = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(5)
     model = TinyTransformerSeq2Seq(12, 2, 2, "pre_ln", width=32, ffn_width=64, context=8)
@@ -373,8 +389,6 @@ def test_translation_training_learns_and_one_step_steps_only_block_matrices():
                                 progress=False)
     assert history["diverged"] is None and history["loss"][-1] < 0.5 * history["loss"][0]
     assert history["accuracy"] > 0.5  # chance is 1/11
-    from kitlib.transformer import translation_pairs
-
     src, tgt = translation_pairs(4, 5, 12, torch.Generator().manual_seed(2), permutation)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     step = seq2seq_one_step_update(model, src, tgt, "sgd", 0.1, matrices_only=True)
@@ -387,3 +401,128 @@ def test_translation_training_learns_and_one_step_steps_only_block_matrices():
     assert len(matrices) == 2 * 6 + 2 * 10  # encoder q k v o fc1 fc2; decoder also cq ck cv co
     assert step["grad_sq"] == pytest.approx(sum(float(p.grad.pow(2).sum()) for p in matrices), rel=1e-5)
     assert step["update"] > 0 and step["loss_change"] < 0
+
+
+# -- identity claims of the chapter: each fails on a plausible wrong implementation ----------------------------
+def test_c2_01_tolerance_catches_wrong_constants():
+    """C2-01 (≤ 1e-3): the implementation passes; Su's SGD exponents in place of the paper's (β = (8N)^{-1/2}),
+    an encoder-decoder with the decoder-only formula, and Su's Adam row with the SGD exponents all fail."""
+    assert paper_table_error() <= 1e-3 and su_table_error() <= 1e-3
+
+    def wrong_beta(n, m):
+        right = deepnorm_alpha_beta(n, m)
+        return {side: None if ab is None else (ab[0], ab[1] ** 2) for side, ab in right.items()}
+
+    def decoder_only_everywhere(n, m):
+        right = deepnorm_alpha_beta(n, m)
+        if n and m:
+            right["decoder"] = ((2 * m) ** 0.25, (8 * m) ** -0.25)
+        return right
+
+    assert paper_table_error(wrong_beta) > 1e-3
+    assert paper_table_error(decoder_only_everywhere) > 1e-3
+    assert su_table_error(lambda s, name: su_alpha_lambda(s, "sgd" if name == "adam" else name)) > 1e-3
+
+
+def test_c2_02_tolerances_catch_swapped_or_su_constants():
+    """C2-02: β/α·√(4N) − 1 ≤ 1e-12 and both coefficients within 0.005 of 27^{∓1/16}(·1/√2); swapping 0.81 and
+    0.87 (a plausible typo), or torchscale's 1.15 for 0.87, breaks the 0.005; Su's SGD constants break the ratio."""
+    assert max(encoder_decoder_coefficients()) <= 0.005
+
+    def swapped(n, m):
+        scale = (n**4 * m) ** (1 / 16)
+        return {"encoder": (0.87 * scale, 0.81 / scale), "decoder": deepnorm_alpha_beta(n, m)["decoder"]}
+
+    def torchscale(n, m):
+        scale = (n**4 * m) ** (1 / 16)
+        return {"encoder": (0.81 * scale, 1.15 / scale), "decoder": deepnorm_alpha_beta(n, m)["decoder"]}
+
+    assert max(encoder_decoder_coefficients(swapped)) > 0.005
+    assert encoder_decoder_coefficients(torchscale)[1] > 0.005
+    alpha, beta = su_alpha_lambda(2 * 6, "sgd")
+    assert abs(beta / alpha * math.sqrt(4 * 6) - 1) > 1e-12
+
+
+def test_c2_09_tolerance_catches_a_wrong_activation():
+    """C2-09 (μ, ν² to ±1e-4 of the post's 0.2066, 0.3557): swish passes; GELU's sigmoid approximation
+    x σ(1.702 x), the sigmoid itself, and swish moments without the 1/√(2π) all fail."""
+    from scipy.special import expit
+
+    mu, nu_sq = swish_moments()
+    assert abs(mu - 0.2066) <= 1e-4 and abs(nu_sq - 0.3557) <= 1e-4
+    for wrong in (lambda x: x * expit(1.702 * x), expit):
+        w_mu, w_nu = swish_moments(wrong)
+        assert abs(w_mu - 0.2066) > 1e-4 or abs(w_nu - 0.3557) > 1e-4
+    assert abs(mu * math.sqrt(2 * math.pi) - 0.2066) > 1e-4
+
+
+# -- kitlib functions added for the chapter ----------------------------------------------------------------
+def test_lm_update_table_is_lm_one_step_update_per_cell():
+    tokens = torch.randint(0, 11, (500,), generator=torch.Generator().manual_seed(0))
+    panels = [("sgd", 1e-2, True), ("adam", 1e-4, False)]
+    table = lm_update_table(tokens, 11, ["deepnorm", "post_ln"], [1, 2], [5, 6], panels, length=8, progress=False)
+    assert table["sgd", True, "deepnorm"].shape == (2, 2) and set(table) == {
+        (o, m, n) for o, _, m in panels for n in ("deepnorm", "post_ln")}
+    torch.manual_seed(6)
+    model = TinyTransformerLM(11, 2, "post_ln", context=8)
+    windows = random_windows(tokens, 8, 8, torch.Generator().manual_seed(6))
+    expected = lm_one_step_update(model, windows, "adam", 1e-4, matrices_only=False)["update"]
+    assert table["adam", False, "post_ln"][1, 1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_seq2seq_update_table_is_seq2seq_one_step_update_per_cell():
+    permutation = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    table = seq2seq_update_table(["post_ln_init"], [1, 2], [3], permutation, vocabulary=10, length=5, batch=4)
+    torch.manual_seed(3)
+    model = TinyTransformerSeq2Seq(10, 2, 2, "post_ln_init", context=6)
+    source, target = translation_pairs(4, 5, 10, torch.Generator().manual_seed(3), permutation)
+    expected = seq2seq_one_step_update(model, source, target, "sgd", 1e-2, matrices_only=True)["update"]
+    assert table["post_ln_init"][1, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_unigram_cross_entropy_against_a_loop():
+    counts = torch.tensor([5, 3, 2])
+    targets = torch.tensor([[0, 2], [1, 0]])
+    expected = -sum(math.log(counts[t].item() / 10) for t in targets.flatten().tolist()) / 4
+    assert unigram_cross_entropy(counts, targets) == pytest.approx(expected, rel=1e-12)
+    # on the text it was counted from, it is the entropy of the frequencies
+    p = counts.double() / counts.sum()
+    text = torch.tensor([0] * 5 + [1] * 3 + [2] * 2)
+    assert unigram_cross_entropy(counts, text) == pytest.approx(float(-(p * p.log()).sum()), rel=1e-12)
+
+
+def test_warmup_schedule_and_divergence_is_recorded_not_raised():
+    assert [warmup_lr(1.0, t, 4) for t in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_lr(0.3, 0, 0) == 0.3
+    model = torch.nn.Linear(3, 1)
+    losses = iter([1.0, 2.0, float("nan"), 3.0])
+    history = adam_with_warmup(model, lambda: None,
+                               lambda _: model.weight.sum() * 0 + torch.tensor(next(losses)), steps=4, lr=1e-2,
+                               progress=False)
+    assert history["diverged"] == 2 and history["loss"] == [1.0, 2.0]
+
+
+def test_fused_adam_loop_matches_plain_adam():
+    """adam_with_warmup's fused Adam (CPU) takes the same steps as torch's default Adam with the same warm-up."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    reference = copy.deepcopy(model)
+    data = [torch.randn(5, 4, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    batches = iter(data)
+    adam_with_warmup(model, lambda: next(batches), lambda x: model(x).pow(2).mean(), steps=6, lr=1e-2, warmup=3,
+                     progress=False)
+    optimiser = torch.optim.Adam(reference.parameters(), lr=1e-2, betas=(0.9, 0.98))
+    for step, x in enumerate(data):
+        optimiser.param_groups[0]["lr"] = warmup_lr(1e-2, step, 3)
+        optimiser.zero_grad()
+        reference(x).pow(2).mean().backward()
+        optimiser.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_residual_jacobian_gain_in_float64_matches_float32():
+    gain32 = residual_jacobian_gain(8, 5, 0.4, 4, generator=torch.Generator().manual_seed(9))
+    gain64 = residual_jacobian_gain(8, 5, 0.4, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert gain64.dtype == torch.float64
+    torch.testing.assert_close(gain64.float(), gain32, rtol=1e-4, atol=1e-6)

@@ -1,5 +1,5 @@
-"""Tiny Transformers with the residual/normalisation schemes DeepNet compares: a decoder-only language model
-and an encoder-decoder model for a synthetic translation task.
+"""Tiny Transformers with the residual/normalisation schemes DeepNet compares (chapter ``deepnet-residual``):
+a decoder-only language model and an encoder-decoder model, 64-128-2 by default as in the paper's Fig. 5.
 
 A block has two sublayers, causal self-attention and a ReLU FFN; with ``norm`` in :data:`NORMS`:
 
@@ -18,6 +18,9 @@ blocks with a third sublayer, cross-attention (its value and output projections 
 :data:`SEQ2SEQ_NORMS`: "post_ln", "pre_ln", "deepnorm" with the encoder-decoder constants of
 ``deepnorm_alpha_beta(N, M)``, and "post_ln_init" — Post-LN whose block l of N has all weight matrices
 divided by $k_l=N-l+1$ after Xavier initialisation (DeepNet §3).
+
+The data these models see is in :mod:`kitlib.sequence_batches`, their training loop in
+:mod:`kitlib.transformer_training`, the one-step update measurement in :mod:`kitlib.update_size`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from .deepnorm import deepnorm_alpha_beta, su_alpha_lambda
-from .train import progress_bar
 
 NORMS = ("post_ln", "pre_ln", "deepnorm", "su_adam", "scaled")
 SEQ2SEQ_NORMS = ("post_ln", "post_ln_init", "pre_ln", "deepnorm")
@@ -147,78 +149,15 @@ class TinyTransformerLM(nn.Module):
 
 
 def is_weight_matrix(name: str) -> bool:
-    """The parameters DeepNet's bound is about: the attention and FFN weight matrices of the blocks
-    (not biases, LayerNorm gains, embeddings or the output head)."""
+    """The parameters of a :class:`TinyTransformerLM` that DeepNet's bound is about: the attention and FFN
+    weight matrices of the blocks (not biases, LayerNorm gains, embeddings or the output head)."""
     return name.startswith("blocks.") and name.endswith(".weight") and ".ln_" not in name
 
 
-def lm_one_step_update(model: TinyTransformerLM, windows: torch.Tensor, optimiser: str, lr: float,
-                       matrices_only: bool = False) -> dict:
-    """:func:`kitlib.deepnorm.one_step_update` for a language model: F = last hidden state (``features``) of
-    windows[:, :-1], L = next-token cross-entropy; ``matrices_only`` steps only :func:`is_weight_matrix`."""
-    from .deepnorm import one_step_update
-
-    return one_step_update(model, windows[:, :-1], windows[:, 1:], optimiser, lr,
-                           loss_fn=lambda m, x, y: F.cross_entropy(m(x).flatten(0, 1), y.flatten()),
-                           output_fn=lambda m, x: m.features(x),
-                           trainable=is_weight_matrix if matrices_only else None)
-
-
-def random_windows(tokens: torch.Tensor, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    """``batch`` windows of ``length`` + 1 consecutive tokens from a 1-D token tensor, at random offsets."""
-    starts = torch.randint(0, len(tokens) - length - 1, (batch,), generator=generator)
-    return torch.stack([tokens[s : s + length + 1] for s in starts.tolist()])
-
-
-def next_token_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting windows[:, 1:] from windows[:, :-1] (nats per token)."""
-    logits = model(windows[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-
-
-def train_language_model(model: TinyTransformerLM, tokens: torch.Tensor, *, steps: int, batch: int,
-                         length: int, lr: float, warmup: int = 0, betas=(0.9, 0.98),
-                         generator: torch.Generator, probe: torch.Tensor | None = None,
-                         progress: bool = True, desc: str = "training") -> dict:
-    """Adam on next-token cross-entropy for ``steps`` steps; lr ramps linearly over ``warmup`` steps, then
-    stays constant. Returns per-step lists ``loss`` and (with a ``probe`` batch of inputs) ``update`` =
-    rms over probe tokens of ‖F(x; θ_t) − F(x; θ_0)‖, the model update of DeepNet Fig. 4–5.
-
-    A non-finite loss stops training and sets ``diverged`` to the step (None when it never happened):
-    divergence is one of the outcomes the chapter compares, not an error.
-    """
-    device = next(model.parameters()).device  # windows are drawn on the CPU (CPU generator), then moved
-    return _adam_loop(model, lambda: random_windows(tokens, batch, length, generator).to(device),
-                      lambda windows: next_token_loss(model, windows), steps=steps, lr=lr, warmup=warmup,
-                      betas=betas, features=(lambda: model.features(probe)) if probe is not None else None,
-                      progress=progress, desc=desc)
-
-
-def _adam_loop(model: nn.Module, draw, loss_of, *, steps: int, lr: float, warmup: int, betas, features,
-               progress: bool, desc: str) -> dict:
-    """The training loop shared by the language model and the translation model: ``draw()`` a batch, Adam on
-    ``loss_of(batch)``, linear warm-up, and ‖F_t − F_0‖ of ``features()`` after every step."""
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    history = {"loss": [], "update": [], "diverged": None}
-    if features is not None:
-        with torch.no_grad():
-            initial = features()
-    for step in progress_bar(range(steps), desc, progress):
-        for group in optimiser.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-        loss = loss_of(draw())
-        if not torch.isfinite(loss):
-            history["diverged"] = step
-            break
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        history["loss"].append(float(loss.detach()))
-        if features is not None:
-            with torch.no_grad():
-                change = features() - initial
-                history["update"].append(float(change.pow(2).sum(-1).mean().sqrt()))
-    return history
+def is_block_matrix(name: str) -> bool:
+    """The same for a :class:`TinyTransformerSeq2Seq`: the encoder's and decoder's attention (self and cross)
+    and FFN weight matrices."""
+    return name.startswith(("encoder.", "decoder.")) and name.endswith(".weight") and ".ln_" not in name
 
 
 class TinyTransformerSeq2Seq(nn.Module):
@@ -279,58 +218,3 @@ class TinyTransformerSeq2Seq(nn.Module):
 
     def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(source, target_in))
-
-
-def translation_pairs(count: int, length: int, vocabulary: int, generator: torch.Generator,
-                      permutation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A synthetic translation task: sources of ``length`` random tokens from 1 … V−1, targets = the source
-    reversed and mapped through a fixed ``permutation`` of the vocabulary (alignment plus a lexicon), with
-    token 0 as beginning-of-sentence. Returns (source (B, n), target (B, n + 1) starting with 0)."""
-    source = torch.randint(1, vocabulary, (count, length), generator=generator)
-    target = permutation[source.flip(1)]
-    return source, torch.cat([torch.zeros(count, 1, dtype=torch.long), target], dim=1)
-
-
-def translation_loss(model: TinyTransformerSeq2Seq, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced cross-entropy of target[:, 1:] given the source and target[:, :-1]."""
-    logits = model(source, target[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1), target[:, 1:].flatten())
-
-
-def seq2seq_one_step_update(model: TinyTransformerSeq2Seq, source: torch.Tensor, target: torch.Tensor,
-                            optimiser: str, lr: float, matrices_only: bool = False) -> dict:
-    """:func:`kitlib.deepnorm.one_step_update` for the encoder-decoder: F = decoder features, L = teacher-forced
-    cross-entropy; ``matrices_only`` steps only the blocks' attention and FFN weight matrices."""
-    from .deepnorm import one_step_update
-
-    def is_block_matrix(name):
-        return name.startswith(("encoder.", "decoder.")) and name.endswith(".weight") and ".ln_" not in name
-
-    return one_step_update(model, (source, target[:, :-1]), target[:, 1:], optimiser, lr,
-                           loss_fn=lambda m, x, y: F.cross_entropy(m(*x).flatten(0, 1), y.flatten()),
-                           output_fn=lambda m, x: m.features(*x),
-                           trainable=is_block_matrix if matrices_only else None)
-
-
-def train_translation(model: TinyTransformerSeq2Seq, *, steps: int, batch: int, length: int, vocabulary: int,
-                      lr: float, generator: torch.Generator, permutation: torch.Tensor, warmup: int = 0,
-                      betas=(0.9, 0.98), probe: tuple | None = None, eval_pairs: int = 256,
-                      progress: bool = True, desc: str = "translation") -> dict:
-    """Adam on fresh batches of :func:`translation_pairs`, with the schedule, ``update`` tracking and
-    divergence handling of :func:`train_language_model`; ``probe`` is a (source, target) pair. Also returns
-    the teacher-forced token accuracy on ``eval_pairs`` held-out pairs after training (``accuracy``)."""
-    device = next(model.parameters()).device
-
-    def draw():
-        return tuple(t.to(device) for t in translation_pairs(batch, length, vocabulary, generator, permutation))
-
-    history = _adam_loop(model, draw, lambda pair: translation_loss(model, *pair), steps=steps, lr=lr,
-                         warmup=warmup, betas=betas,
-                         features=(lambda: model.features(probe[0], probe[1][:, :-1])) if probe else None,
-                         progress=progress, desc=desc)
-    source, target = (t.to(device) for t in translation_pairs(eval_pairs, length, vocabulary, generator,
-                                                              permutation))
-    with torch.no_grad():
-        predicted = model(source, target[:, :-1]).argmax(-1)
-    history["accuracy"] = float((predicted == target[:, 1:]).float().mean())
-    return history
