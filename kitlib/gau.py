@@ -83,3 +83,19 @@ def gau_forward(x: torch.Tensor, w_u: torch.Tensor, w_v: torch.Tensor, w_z: torc
     if attention == "diagonal":
         a = torch.diag(torch.diagonal(a))
     return (u * (a @ v)) @ w_o
+
+
+def diagonal_to_offdiagonal(key_width: int, activation=swish) -> float:
+    """E[A_ii] / E[A_ij] (i ≠ j) at init, keeping the variance of z_i·z_j that the ratio ν⁴/μ⁴ drops.
+
+    With z_i = φ(X_i W_z) ∈ R^s having iid components of moments μ = E φ, ν² = E φ², m₄ = E φ⁴ (x ~ N(0, 1))
+    and relu²(t) ≈ t² (z_i·z_j has mean sμ² > 0 and rarely goes negative):
+
+        E[(z_i·z_i)²] = s m₄ + s(s−1) ν⁴,     E[(z_i·z_j)²] = s ν⁴ + s(s−1) μ⁴,
+
+    whose ratio tends to ν⁴/μ⁴ (Su's 69) only as s → ∞; at s = 128 it is about 47."""
+    mean, second = swish_moments(activation)
+    density = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    fourth = quad(lambda x: activation(x) ** 4 * density(x), -math.inf, math.inf, epsabs=1e-13)[0]
+    s = key_width
+    return (s * fourth + s * (s - 1) * second**2) / (s * second**2 + s * (s - 1) * mean**4)

@@ -10,6 +10,7 @@ would each need a new option in the shared loop for one chapter, so the loop sta
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -111,3 +112,28 @@ def unigram_cross_entropy(counts: torch.Tensor, targets: torch.Tensor) -> float:
     trained models' held-out loss against it."""
     log_p = (counts.double() / counts.sum()).log().to(targets.device)
     return float(-log_p[targets].mean())
+
+
+def early_update_table(tokens: torch.Tensor, vocabulary: int, norms, depths, seeds, *, steps: int, lr: float,
+                       batch: int = 8, length: int = 32, device: torch.device | str = "cpu",
+                       progress: bool = True) -> dict:
+    """The paper's Fig. 5 on the language model: ``steps`` steps of Adam (η = ``lr``, no warm-up, all
+    parameters) from the initialisation of a :class:`TinyTransformerLM` per norm, depth and seed, tracking the
+    model update ‖F(x; θ_t) − F(x; θ_0)‖ (rms over the positions of a fixed probe batch of ``batch`` windows)
+    after every step t = 1 … ``steps``. Seed s initialises the model (``torch.manual_seed(s)``), draws the
+    training batches (``Generator(s)``) and the probe (``Generator(20_000 + s)``), the same for every norm.
+    Returns ``{norm: array (depths, seeds, steps)}``."""
+    table = {norm: np.zeros((len(depths), len(seeds), steps)) for norm in norms}
+    cells = [(norm, i, j) for norm in norms for i in range(len(depths)) for j in range(len(seeds))]
+    for norm, i, j in progress_bar(cells, "early Adam steps", progress):
+        seed = int(seeds[j])
+        torch.manual_seed(seed)
+        model = TinyTransformerLM(vocabulary, int(depths[i]), norm, context=length).to(device)
+        probe = random_windows(tokens, batch, length, torch.Generator().manual_seed(20_000 + seed))[:, :-1]
+        history = train_language_model(model, tokens, steps=steps, batch=batch, length=length, lr=lr,
+                                       generator=torch.Generator().manual_seed(seed), probe=probe.to(device),
+                                       progress=False)
+        if history["diverged"] is not None:
+            raise FloatingPointError(f"{norm} at {depths[i]} layers diverged at step {history['diverged']}")
+        table[norm][i, j] = history["update"]
+    return table

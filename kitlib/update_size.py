@@ -162,3 +162,34 @@ def seq2seq_update_table(norms, depths, seeds, permutation: torch.Tensor, *, opt
                 table[norm][i, j] = seq2seq_one_step_update(model, source.to(device), target.to(device), optimiser,
                                                             lr, matrices_only=True)["update"]
     return table
+
+
+def residual_update_draws(width: int, depth: int, draws: int, lr: float, *, batch: int = 64,
+                          generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> np.ndarray:
+    """One SGD step of ``draws`` independent residual stacks h ← h + relu(h W₁) W₂ / √L at once (the
+    "residual" :class:`FFNStack`, W₁ ~ N(0, 2/d), W₂ ~ N(0, 1/d), each draw with its own batch x, y ~ N(0, I)):
+
+        L = Σ_k ½ mean_b ‖F_k(x_kb) − y_kb‖²,   θ_k ← θ_k − η ∂L/∂θ_k,
+
+    so each draw takes exactly its own step (draw k's loss does not depend on θ_j, j ≠ k). Returns the
+    ``draws`` updates ‖F_k(x; θ_k') − F_k(x; θ_k)‖ (rms over the batch), shape (draws,): the spread over
+    initialisations of the update whose mean chapter ``deepnet-residual`` compares across depths (C2-04),
+    batched so that many draws cost about as much as one."""
+    shape = (draws, depth, width, width)
+    w1 = (torch.randn(shape, generator=generator) * (2 / width) ** 0.5).to(device).requires_grad_()
+    w2 = (torch.randn(shape, generator=generator) * (1 / width) ** 0.5).to(device).requires_grad_()
+    x = torch.randn(draws, batch, width, generator=generator).to(device)
+    y = torch.randn(draws, batch, width, generator=generator).to(device)
+
+    def forward(a, b):
+        h = x  # unbind once: indexing a[:, l] in the loop makes backward add L full-size zero gradients
+        for a_l, b_l in zip(a.unbind(1), b.unbind(1)):
+            h = h + torch.relu(h @ a_l) @ b_l / depth**0.5
+        return h
+
+    output = forward(w1, w2)
+    loss = 0.5 * (output - y).pow(2).sum(-1).mean(-1).sum()
+    g1, g2 = torch.autograd.grad(loss, (w1, w2))
+    with torch.no_grad():
+        new_output = forward(w1 - lr * g1, w2 - lr * g2)
+        return (new_output - output).pow(2).sum(-1).mean(-1).sqrt().cpu().numpy()
