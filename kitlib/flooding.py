@@ -3,7 +3,9 @@
 - flooded loss  L̃(θ) = |L(θ) − b| + b  =  L above the flood level b, 2b − L below it,
   so ∇L̃ = sign(L − b) ∇L: below b every step goes *up* the loss                          (paper, Eq. 1)
 - :func:`flooded_step_check`: one step of the book's trainer on L̃ against finite differences (claim F1)
-- :func:`train_flood_grid`: the official synthetic demo, every (seed, b) pair at once
+- :func:`train_flood_grid`: the official synthetic demo, every (seed, b) pair at once, optionally with a
+  weight decay λ per run (the gradient becomes sign(L − b)∇L + λθ, as torch's SGD/Adam ``weight_decay``)
+- :func:`sign_flip_rate`: how often sign(L − b) changes between consecutive steps (1 = strict alternation)
 
 Su's analysis of the flooded phase (descent + ascent = descent on ‖∇L‖²) is in :mod:`kitlib.flooding_analysis`.
 """
@@ -94,6 +96,32 @@ def ascent_fraction(losses: np.ndarray, flood_level: float) -> float:
     return float(np.mean(np.asarray(losses)[start:] < flood_level))
 
 
+def sign_flip_rate(losses: np.ndarray, flood_level: float) -> float:
+    """From the first crossing of b on, the fraction of consecutive step pairs (t, t+1) with
+    sign(L_t − b) ≠ sign(L_{t+1} − b): 1 for strict descent/ascent alternation (Su's two-step picture),
+    2p(1 − p) for signs drawn independently with ascent probability p. NaN with fewer than 2 steps."""
+    start = first_crossing(losses, flood_level)
+    if start is None or len(losses) - start < 2:
+        return float("nan")
+    below = np.asarray(losses)[start:] < flood_level
+    return float(np.mean(below[1:] != below[:-1]))
+
+
+def shuffled_sign_flip_rate(losses: np.ndarray, flood_level: float, rng: np.random.Generator,
+                            repeats: int = 20) -> float:
+    """The null of :func:`sign_flip_rate`: the same signs (same ascent fraction) in random order, averaged
+    over ``repeats`` permutations; ≈ 2p(1 − p) ≤ ½."""
+    start = first_crossing(losses, flood_level)
+    if start is None or len(losses) - start < 2:
+        return float("nan")
+    below = np.asarray(losses)[start:] < flood_level
+    rates = []
+    for _ in range(repeats):
+        b = rng.permutation(below)
+        rates.append(np.mean(b[1:] != b[:-1]))
+    return float(np.mean(rates))
+
+
 @dataclass
 class FloodGrid:
     """Training runs of every (data seed, flood level) pair; arrays indexed [..., seed, level]."""
@@ -103,6 +131,7 @@ class FloodGrid:
     eval_epochs: np.ndarray           # (E,)
     evals: dict[str, np.ndarray]      # name → (E, S, B): train/val/test loss and accuracy (eval mode)
     model: BatchedMLP                 # the trained members, member index = seed_index · B + level_index
+    weight_decays: np.ndarray | None = None  # (B,): λ of each level's runs (None or 0: none)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, seed_index: int, level_index: int) -> torch.Tensor:
@@ -129,16 +158,46 @@ class FloodGrid:
         return idx[np.argmax(val, axis=1)]
 
 
+def add_member_weight_decay(model: BatchedMLP, decay: torch.Tensor) -> None:
+    """Weight decay λ_r per member of a batched model: every parameter's gradient becomes g + λ_r θ_r (a
+    backward hook, so it is added after the flooding sign), which is what ``torch.optim.SGD``/``Adam`` with
+    ``weight_decay=λ_r`` do to a separate model. ``decay``: (R,), the members being the first axis of every
+    parameter. Used by :func:`train_flood_grid` for the weight-decay arm of chapter ``flooding``."""
+    for p in model.parameters():
+        p.register_hook(lambda grad, p=p: grad + decay.view(-1, *[1] * (p.dim() - 1)) * p.detach())
+
+
+def arm_accuracies(grid: FloodGrid, flooded: Sequence[int], decayed: Sequence[int] = (),
+                   metric: str = "test_acc", plain: int = 0) -> dict[str, np.ndarray]:
+    """Per seed (S,), the final ``metric`` of each arm of the paper's comparison (its W/E/F columns):
+
+    - ``plain``: b = 0 (level index ``plain``) trained to the end;
+    - ``flooding``: the level among ``flooded`` with the best final validation accuracy;
+    - ``early stopping``: the plain run at its evaluation with the best validation accuracy;
+    - ``weight decay``: the level among ``decayed`` (b = 0, λ > 0) with the best final validation accuracy
+      (NaN when there is none). Ties go to the first candidate."""
+    rows = np.arange(grid.final(metric).shape[0])
+    final = grid.final(metric)
+    out = {"plain": final[:, plain], "flooding": final[rows, grid.chosen_level_index(flooded)],
+           "early stopping": grid.early_stopped(metric, plain)}
+    out["weight decay"] = final[rows, grid.chosen_level_index(decayed)] if len(decayed) else np.full(len(rows), np.nan)
+    return out
+
+
 def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, width: int, depth: int,
                      epochs: int, lr: float, optimiser: str = "sgd", momentum: float = 0.9,
                      batch_size: int | None = None, eval_every: int = 1, device: torch.device | str = "cpu",
-                     progress: bool = True, desc: str = "flooding grid") -> FloodGrid:
+                     weight_decays: Sequence[float] | None = None, progress: bool = True,
+                     desc: str = "flooding grid") -> FloodGrid:
     """Train one :class:`IshidaMLP` per (split, flood level) — all at once as a :class:`BatchedMLP` — with
     cross-entropy, flooded at level b (b = 0 is plain training), as in the official demo.
 
-    ``batch_size=None`` is full-batch (the demo's batch 200 > n = 100). Members share nothing, so each
-    behaves as a separate run. Evaluation (eval mode, BN running statistics) reports, per member, the loss
-    and accuracy on train, validation and test (noisy labels) and the clean test accuracy."""
+    ``batch_size=None`` is full-batch (the demo's batch 200 > n = 100); with a batch size the sign of each
+    step is decided on each member's batch loss. ``weight_decays`` (one λ per level, default 0) adds λθ to
+    the gradient of every parameter of that level's runs, after the flooding sign — what torch's SGD and
+    Adam do with ``weight_decay=λ``. Members share nothing, so each behaves as a separate run. Evaluation
+    (eval mode, BN running statistics) reports, per member, the loss and accuracy on train, validation and
+    test (noisy labels) and the clean train and test accuracy."""
     device = torch.device(device)
     S, B = len(splits), len(flood_levels)
     R = S * B
@@ -151,7 +210,13 @@ def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, 
     sets = {name: (per_member(f"x_{name}"), per_member(f"y_{name}")) for name in ("train", "val", "test")}
     y_test_clean = per_member("y_test_clean")
     levels = torch.tensor(list(flood_levels), dtype=torch.float32, device=device).repeat(S)
+    y_train_clean = per_member("y_train_clean")
     model = BatchedMLP(R, x_tr.shape[-1], first.num_classes, width=width, depth=depth).to(device)
+    decays = np.zeros(B) if weight_decays is None else np.asarray(weight_decays, dtype=float)
+    if decays.shape != (B,):
+        raise ValueError("weight_decays needs one value per flood level")
+    if decays.any():
+        add_member_weight_decay(model, torch.tensor(decays, dtype=torch.float32, device=device).repeat(S))
     if optimiser == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif optimiser == "adam":
@@ -175,19 +240,22 @@ def train_flood_grid(splits: Sequence[Split], flood_levels: Sequence[float], *, 
         return member_cross_entropy(model(x), y)
 
     def evaluate(model):
-        out = {}
+        out, predicted = {}, {}
         for name, (x, y) in sets.items():
             logits = torch.cat([model(x[:, i:i + 4096]) for i in range(0, x.shape[1], 4096)], dim=1)
             out[f"{name}_loss"] = member_cross_entropy(logits, y)
             out[f"{name}_acc"] = 100 * (logits.argmax(-1) == y).float().mean(dim=1)
-        out["test_clean_acc"] = 100 * (logits.argmax(-1) == y_test_clean).float().mean(dim=1)
+            predicted[name] = logits.argmax(-1)
+        out["test_clean_acc"] = 100 * (predicted["test"] == y_test_clean).float().mean(dim=1)
+        out["train_clean_acc"] = 100 * (predicted["train"] == y_train_clean).float().mean(dim=1)
         return out
 
     history: History = fit(model, opt, loss_fn, batches, epochs, objective=lambda L: flooded_loss(L, levels),
                            evaluate=evaluate, eval_every=eval_every, progress=progress, desc=desc)
     steps = history.step_array("loss").reshape(-1, S, B)
     evals = {k: history.eval_array(k).reshape(-1, S, B) for k in history.evals if k != "epoch"}
-    return FloodGrid(np.asarray(flood_levels, dtype=float), steps, np.asarray(history.evals["epoch"]), evals, model)
+    return FloodGrid(np.asarray(flood_levels, dtype=float), steps, np.asarray(history.evals["epoch"]), evals, model,
+                     decays)
 
 
 def train_classifier_flooding(make_model, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,

@@ -9,7 +9,13 @@ this order) move θ by
 so equal steps do gradient descent on ‖∇L‖² with rate ε²/2 (Su), and ε₁ > ε₂ is a step ε₁ − ε₂ of gradient
 descent on L + λ‖∇L‖² with λ = ε₁ε₂ / (2(ε₁ − ε₂)). :func:`flooded_gradient_descent` runs the setting of the
 derivation (plain full-batch gradient descent, no momentum, no BatchNorm) on many runs at once and records
-‖∇L‖² at every step, with a b = 0 twin of every flooded run as its control.
+‖∇L‖² at every step, with a b = 0 twin of every flooded run as its control. With ``probe_every`` it also
+tests the prediction step by step (claim F6): at a probe step t it computes u = ∇‖∇L‖²(θ_t) by double
+backprop and, two steps later, the displacement Δ = θ_{t+2} − θ_t, recording
+
+    cos(Δ, −u)   and   ρ = ⟨Δ, −u⟩ / ((ε²/2)‖u‖²)        (Su: Δ ≈ −(ε²/2)u, so cos ≈ 1 and ρ ≈ 1
+
+for a descent/ascent pair; two descent steps give Δ ≈ −2εg, so cos = cos(g, Hg) and ρ ≈ 4⟨g, Hg⟩/(ε‖2Hg‖²)).
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch.nn import functional as F
 
 from .autodiff import LossFn, grad_norm_sq_gradient, gradient, hessian_vector_product
@@ -86,18 +91,23 @@ class GradientTrace:
     flood_levels: np.ndarray      # (B,)
     loss: np.ndarray              # (steps, S, B): the loss each step's sign was decided on
     grad_norm_sq: np.ndarray      # (steps, S, B): ‖∇L‖² = ‖∇L̃‖² at that step (flooding only flips the sign)
+    probe_steps: np.ndarray | None = None    # (P,): steps t at which u = ∇‖∇L‖²(θ_t) was computed
+    probe_cosine: np.ndarray | None = None   # (P, S, B): cos(θ_{t+2} − θ_t, −u)
+    probe_ratio: np.ndarray | None = None    # (P, S, B): ⟨θ_{t+2} − θ_t, −u⟩ / ((ε²/2)‖u‖²)
 
 
 def flooded_gradient_descent(splits: Sequence[Split], flood_levels: Sequence[float], *, width: int, depth: int,
                              steps: int, lr: float, device: torch.device | str = "cpu",
-                             model: BatchedMLP | None = None, progress: bool = True,
+                             model: BatchedMLP | None = None, probe_every: int = 0, progress: bool = True,
                              desc: str = "gradient descent") -> GradientTrace:
     """θ ← θ − ε ∇L̃, L̃ = |L − b| + b, full batch, for one BatchNorm-free MLP per (split, level b) — the
     setting of Su's derivation — trained at once as a :class:`BatchedMLP` (member s·B + j: split s, level j).
 
     All levels of a split start from the *same* initialisation (member s·B's), so a flooded run and its
     b = 0 twin follow the same path until the first step whose loss is below b. ``model`` (optional, S·B
-    members) supplies the initialisation as is. Returns a :class:`GradientTrace`; uses cross-entropy."""
+    members) supplies the initialisation as is. ``probe_every > 0``: every that many steps, the two-step
+    test of Su's prediction described in the module docstring. Returns a :class:`GradientTrace`;
+    uses cross-entropy."""
     device = torch.device(device)
     S, B = len(splits), len(flood_levels)
     x = torch.stack([sp.x_train for sp in splits]).repeat_interleave(B, dim=0).to(device)
@@ -112,27 +122,34 @@ def flooded_gradient_descent(splits: Sequence[Split], flood_levels: Sequence[flo
     model = model.to(device)
     params = list(model.parameters())
     losses, grad_sq = [], []
+    flat = lambda tensors: torch.cat([t.detach().flatten(1) for t in tensors], dim=1)  # noqa: E731 (R, P)
+    probe_steps, cosines, ratios, pending = [], [], [], None
     for step in progress_bar(range(steps), desc, progress):
+        if pending is not None and step == pending[0] + 2:
+            moved, u = flat(params) - pending[1], pending[2]
+            along = -(moved * u).sum(1)
+            cosines.append(along / (moved.norm(dim=1) * u.norm(dim=1)))
+            ratios.append(along / (lr**2 / 2 * u.pow(2).sum(1)))
+            probe_steps.append(pending[0])
+            pending = None
+        probe = probe_every > 0 and step % probe_every == 0 and step + 2 < steps
         loss = member_cross_entropy(model(x), y)                       # (S·B,)
         check_finite(loss, step)
-        grads = torch.autograd.grad(flooded_loss(loss, levels).sum(), params)
+        grads = torch.autograd.grad(flooded_loss(loss, levels).sum(), params, create_graph=probe)
+        if probe:  # u_r = ∇‖∇L_r‖² for every member r at once (members share no parameters)
+            norm_sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)
+            pending = (step, flat(params), flat(torch.autograd.grad(norm_sq.sum(), params)))
+            grads = [g.detach() for g in grads]
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p -= lr * g
         losses.append(loss.detach())
         grad_sq.append(sum(g.pow(2).flatten(1).sum(1) for g in grads))
     shape = (steps, S, B)
+    probes = {}
+    if probe_steps:
+        probes = {"probe_steps": np.asarray(probe_steps),
+                  "probe_cosine": torch.stack(cosines).cpu().numpy().reshape(-1, S, B),
+                  "probe_ratio": torch.stack(ratios).cpu().numpy().reshape(-1, S, B)}
     return GradientTrace(np.asarray(flood_levels, dtype=float), torch.stack(losses).cpu().numpy().reshape(shape),
-                         torch.stack(grad_sq).cpu().numpy().reshape(shape))
-
-
-def flooded_phase_statistics(losses: np.ndarray, grad_norm_sq: np.ndarray, flood_level: float,
-                             start: int | None) -> dict[str, float]:
-    """Over the steps start, start+1, … of one run (claim F6): the Spearman correlation of ‖∇L‖² with the
-    step number (negative: ‖∇L‖² falls) and |mean L − b| (small: the loss stays at b). NaN for both when
-    ``start`` is None or leaves fewer than 3 steps."""
-    if start is None or len(losses) - start < 3:
-        return {"spearman": float("nan"), "loss offset": float("nan")}
-    window = np.asarray(grad_norm_sq)[start:]
-    rho = spearmanr(np.arange(len(window)), window).statistic
-    return {"spearman": float(rho), "loss offset": float(abs(np.mean(np.asarray(losses)[start:]) - flood_level))}
+                         torch.stack(grad_sq).cpu().numpy().reshape(shape), **probes)

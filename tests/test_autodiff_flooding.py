@@ -14,7 +14,7 @@ from kitlib.autodiff import (central_difference_gradient, flat_parameters, grad_
 from kitlib.data import synthetic_split
 from kitlib.flooding import (FloodGrid, ascent_fraction, first_crossing, flooded_loss, flooded_step_check,
                              label_noise_entropy)
-from kitlib.flooding_analysis import (descent_ascent, flooded_gradient_descent, flooded_phase_statistics,
+from kitlib.flooding_analysis import (descent_ascent, flooded_gradient_descent,
                                       gradient_penalty_weight, predicted_displacement, smooth_test_loss,
                                       two_step_relative_error)
 from kitlib.models import BatchedMLP, IshidaMLP
@@ -242,15 +242,3 @@ def test_flooded_gradient_descent_gives_each_split_one_initialisation():
         np.testing.assert_array_equal(trace.loss[:start + 1, s, 0], trace.loss[:start + 1, s, 1])
         assert trace.loss[start + 2, s, 0] != trace.loss[start + 2, s, 1]
     assert trace.loss[0, 0, 0] != trace.loss[0, 1, 0]   # different splits, different starts
-
-
-def test_flooded_phase_statistics():
-    losses = np.r_[np.linspace(1.0, 0.3, 10), 0.3 + 0.01 * (-1) ** np.arange(20)]
-    grad_sq = np.r_[np.ones(10), np.linspace(1.0, 0.1, 20)]
-    stats = flooded_phase_statistics(losses, grad_sq, 0.3, 10)
-    assert stats["spearman"] == pytest.approx(-1.0)
-    assert stats["loss offset"] == pytest.approx(0.0, abs=1e-12)
-    rising = flooded_phase_statistics(losses, grad_sq[::-1], 0.3, 10)
-    assert rising["spearman"] > 0
-    assert all(np.isnan(v) for v in flooded_phase_statistics(losses, grad_sq, 0.3, None).values())
-    assert all(np.isnan(v) for v in flooded_phase_statistics(losses, grad_sq, 0.3, 28).values())
