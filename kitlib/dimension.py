@@ -162,11 +162,14 @@ def entropy_dimension_grid(N: int) -> list[int]:
 
 
 def exact_entropy_draws(N: int, n: int, draws: int, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> np.ndarray:
+                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
+                        block: int = 2048) -> np.ndarray:
     """``draws`` independent values of the exact entropy of p_ij ∝ exp⟨u_i, v_j⟩ over N × N pairs, the 2N vectors
-    drawn uniform on the sphere of radius √n each time (:func:`pair_softmax_entropy`). Shape (draws,)."""
-    return np.array([pair_softmax_entropy(sphere_vectors(N, n, generator, device),
-                                          sphere_vectors(N, n, generator, device)) for _ in range(draws)])
+    drawn uniform on the sphere of radius √n each time (:func:`pair_softmax_entropy`, row blocks of ``block``).
+    float32 is enough for the chapter's 1 % and 0.1-nat questions and twice as fast. Shape (draws,)."""
+    return np.array([pair_softmax_entropy(sphere_vectors(N, n, generator, device, dtype),
+                                          sphere_vectors(N, n, generator, device, dtype), block=block)
+                     for _ in range(draws)])
 
 
 # -- baselines and scores for the word vectors on real text (chapter §4) ---------------------------------------
