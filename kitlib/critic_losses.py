@@ -9,6 +9,11 @@ Lipschitz constraint is imposed in two ways (Stanczuk et al. 2021, after Mallast
   so the pair (φ, φ^c) is feasible by construction and the batch value never exceeds the batch W1
   (:func:`kitlib.ot.c_transform_value`).
 
+A third objective with the same penalty but no W1 in it, for the control "the Lipschitz penalty, not W1, is
+what matters": the non-saturating GAN (Goodfellow et al. 2014) with the WGAN-GP penalty ("ns-gp"); the
+discriminator D outputs a logit and minimises E_P softplus(−D) + E_Q softplus(D) + λ GP, the generator
+minimises E_z softplus(−D(G(z))); "ns" is the same GAN without the penalty.
+
 The zero critic φ ≡ 0 is the floor of every c-transform number: its value mean_j min_i ‖x_i − y_j‖ (the mean
 distance from a fake point to its nearest real one) is already close to W1 on many sets.
 """
@@ -20,13 +25,14 @@ from torch import nn
 
 from .ot import c_transform_value
 
-METHODS: tuple[str, ...] = ("gp", "ctransform")
+METHODS: tuple[str, ...] = ("gp", "ctransform", "ns-gp", "ns")
 
 
 def check_method(method: str) -> None:
-    """Refuse a critic method other than "gp" (gradient penalty) and "ctransform"."""
+    """Refuse a critic method other than "gp" (WGAN-GP), "ctransform", "ns-gp" (non-saturating GAN + GP) and
+    "ns" (the non-saturating GAN without a penalty)."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose 'gp' or 'ctransform'")
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def input_gradient_norms(critic: nn.Module, points: torch.Tensor) -> torch.Tensor:
@@ -68,6 +74,16 @@ def gp_critic_loss(critic, real, fake, generator, penalty_weight: float = 10.0) 
     return -gap + penalty_weight * gradient_penalty(critic, real, fake, generator)
 
 
+def ns_gp_discriminator_loss(critic, real, fake, generator, penalty_weight: float = 10.0) -> torch.Tensor:
+    """E_P softplus(−D) + E_Q softplus(D) + λ GP: the non-saturating GAN's discriminator loss (−log σ(D) on real,
+    −log(1 − σ(D)) on fake, D a logit) with the WGAN-GP penalty at interpolates; no W1 in it."""
+    logits_real, logits_fake = critic(real), critic(fake.detach())
+    cross_entropy = nn.functional.softplus(-logits_real).mean() + nn.functional.softplus(logits_fake).mean()
+    if penalty_weight == 0:   # the plain non-saturating GAN: skip the double backward
+        return cross_entropy
+    return cross_entropy + penalty_weight * gradient_penalty(critic, real, fake, generator)
+
+
 def batch_cost(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Euclidean cost ‖real_i − fake_j‖, shape (m, n), images flattened (exact differences, no ‖a‖² + ‖b‖² −
     2ab shortcut, so equal points cost exactly 0)."""
@@ -80,19 +96,23 @@ def ctransform_critic_loss(critic, real, fake) -> torch.Tensor:
 
 
 def critic_loss(method: str, critic, real, fake, generator, penalty_weight: float = 10.0) -> torch.Tensor:
-    """:func:`gp_critic_loss` (``"gp"``) or :func:`ctransform_critic_loss` (``"ctransform"``)."""
+    """:func:`gp_critic_loss` (``"gp"``), :func:`ctransform_critic_loss` (``"ctransform"``) or
+    :func:`ns_gp_discriminator_loss` (``"ns-gp"``; ``"ns"`` with λ = 0)."""
     check_method(method)
     if method == "gp":
         return gp_critic_loss(critic, real, fake, generator, penalty_weight)
+    if method in ("ns-gp", "ns"):
+        return ns_gp_discriminator_loss(critic, real, fake, generator, penalty_weight if method == "ns-gp" else 0)
     return ctransform_critic_loss(critic, real, fake)
 
 
 def critic_estimate(method: str, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
     """The W1 estimate a critic reports on two sets: E_P D − E_Q D ("gp"), or the c-transform dual value
-    mean φ(real) + mean φ^c(fake) with φ^c over all of ``real`` ("ctransform")."""
+    mean φ(real) + mean φ^c(fake) with φ^c over all of ``real`` ("ctransform"). For "ns-gp" and "ns" the
+    same difference of means of the logit, which estimates no distance (kept so that histories have one shape)."""
     check_method(method)
     with torch.no_grad():
-        if method == "gp":
+        if method != "ctransform":
             return float(critic(real).mean() - critic(fake).mean())
         return float(c_transform_value(critic(real).squeeze(-1), batch_cost(real, fake)))
 

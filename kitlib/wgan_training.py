@@ -8,6 +8,7 @@ two optimisers, which ``fit`` (one model, one optimiser) does not do.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -65,7 +66,9 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
                networks: str = "mlp"):
     """A WGAN, G and D from :func:`kitlib.gan_networks.gan_networks`, Adam(lr, β = (0.5, 0.9)) for both and
     ``critic_steps`` critic updates per generator update (the WGAN-GP settings). ``method``: "gp" (the
-    generator maximises E D(G(z))) or "ctransform" (it minimises mean φ^c(G(z)) over the real batch).
+    generator maximises E D(G(z))), "ctransform" (it minimises mean φ^c(G(z)) over the real batch) or "ns-gp"
+    (a non-saturating GAN with the same penalty: it minimises E softplus(−D(G(z))), D a logit), or "ns" (the
+    same without the penalty).
 
     ``sample_real(n)`` returns n real points, shape (n, data_dim). Every ``track_every`` iterations, on one fresh
     (real, fake) batch pair, the history records the critic's estimate, the zero critic's c-transform estimate
@@ -86,6 +89,8 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
         real, fake = sample_real(batch).to(device), gen_net(noise(batch))
         if method == "gp":
             loss_g = -critic(fake).mean()
+        elif method in ("ns-gp", "ns"):
+            loss_g = nn.functional.softplus(-critic(fake)).mean()
         else:
             with torch.no_grad():
                 potential = critic(real).squeeze(-1)
@@ -117,6 +122,49 @@ def end_of_training_ratios(method: str, gen_net: nn.Module, critic: nn.Module, s
         ratios.append(critic_estimate(method, critic, real, fake) / exact)
         zeros.append(zero_critic_estimate(real, fake) / exact)
     return {"ratio": float(np.mean(ratios)), "zero critic": float(np.mean(zeros))}
+
+
+def critic_on_frozen_generator(method: str, gen_net: nn.Module, critic: nn.Module, sample_real, *,
+                               noise_dim: int, batch: int, checkpoints: tuple[int, ...], lr: float,
+                               generator: torch.Generator, penalty_weight: float = 10.0,
+                               fixed_pair_steps: int = 250, device="cpu") -> dict:
+    """The frozen-generator control of claim W11: G stays fixed and the critic (with a fresh Adam(lr, β = 0.5,
+    0.9)) takes further steps on fresh (real, generated) batch pairs; at each number of steps in ``checkpoints``
+    :func:`end_of_training_ratios` (10 fresh pairs) records its estimate / exact batch W1 and the zero
+    critic's. Then a copy of the critic is fitted for ``fixed_pair_steps`` steps to ONE batch pair and its
+    ratio on that pair is recorded, with the zero critic's on the same pair and the copy's ratio on fresh
+    pairs. The critic is trained in place, on ``device``; evaluations run on the CPU. Returns {"steps",
+    "ratio", "zero critic", "fixed pair", "fixed pair, zero critic", "fixed pair, fresh batches"}."""
+    check_method(method)
+    optimiser = wgan_adam(critic.to(device).parameters(), lr)
+    noise = lambda n: torch.randn(n, noise_dim, generator=generator).to(device)  # noqa: E731
+    out = {"steps": list(checkpoints), "ratio": [], "zero critic": []}
+    done = 0
+    for target in checkpoints:
+        gen_net.to(device), critic.to(device)
+        for _ in range(target - done):
+            with torch.no_grad():
+                fake = gen_net(noise(batch))
+            critic_step(method, critic, optimiser, sample_real(batch).to(device), fake, generator, penalty_weight)
+        done = target
+        ratios = end_of_training_ratios(method, gen_net, critic, sample_real, noise_dim=noise_dim, batch=batch,
+                                        generator=generator)
+        out["ratio"].append(ratios["ratio"])
+        out["zero critic"].append(ratios["zero critic"])
+    fitted = copy.deepcopy(critic)
+    optimiser = wgan_adam(fitted.parameters(), lr)
+    real = sample_real(batch)
+    with torch.no_grad():
+        fake = gen_net(noise(batch).cpu())
+    for _ in range(fixed_pair_steps):
+        critic_step(method, fitted, optimiser, real, fake, generator, penalty_weight)
+    exact = exact_w1(real.double().numpy(), fake.double().numpy())
+    out["fixed pair"] = critic_estimate(method, fitted, real, fake) / exact
+    out["fixed pair, zero critic"] = zero_critic_estimate(real, fake) / exact
+    out["fixed pair, fresh batches"] = end_of_training_ratios(method, gen_net, fitted, sample_real,
+                                                              noise_dim=noise_dim, batch=batch,
+                                                              generator=generator)["ratio"]
+    return out
 
 
 class Particles(nn.Module):

@@ -9,6 +9,8 @@ from torch import nn
 from kitlib.critic_losses import (
     central_difference_gradient_norms,
     critic_estimate,
+    critic_loss,
+    gp_critic_loss,
     gradient_penalty,
     input_gradient_norms,
     zero_critic_estimate,
@@ -23,7 +25,13 @@ from kitlib.sample_metrics import (
     weiszfeld_median,
 )
 from kitlib.toy_distributions import toy_2d
-from kitlib.wgan_training import end_of_training_ratios, train_particles, train_static_critic, train_wgan
+from kitlib.wgan_training import (
+    critic_on_frozen_generator,
+    end_of_training_ratios,
+    train_particles,
+    train_static_critic,
+    train_wgan,
+)
 
 
 def test_input_gradient_norm_matches_a_loop_of_finite_differences():
@@ -227,3 +235,110 @@ def test_dcgan_mnist_follows_the_wgan_gp_shapes_and_trains():
     assert len(history["exact"]) == 2 and all(v > 0 for v in history["exact"])
     with pytest.raises(ValueError, match="28×28"):
         gan_networks("dcgan", noise_dim=16, data_dim=100, width=4)
+
+
+class HalfSquaredNorm(nn.Module):
+    """D(x) = ½‖x‖², whose gradient x has a norm that depends on where it is taken."""
+
+    def forward(self, x):
+        return 0.5 * x.pow(2).sum(dim=1, keepdim=True)
+
+
+def test_gradient_penalty_is_taken_at_interpolates_not_at_real_samples():
+    """WGAN-GP's penalty is E(‖∇D(x̂)‖ − 1)² at x̂ = a·real + (1 − a)·fake (a drawn as gradient_penalty draws
+    it). For D = ½‖x‖² that is E(‖x̂‖ − 1)² in closed form; the labml slip, the penalty at real samples only,
+    E(‖real‖ − 1)², misses it by far more than the float tolerance."""
+    gen = torch.Generator().manual_seed(11)
+    real, fake = torch.randn(32, 3, generator=gen, dtype=torch.float64), 3 + torch.randn(32, 3, generator=gen,
+                                                                                        dtype=torch.float64)
+    a = torch.rand(32, 1, generator=torch.Generator().manual_seed(12)).double()
+    at_interpolates = float(((a * real + (1 - a) * fake).norm(dim=1) - 1).pow(2).mean())
+    penalty = float(gradient_penalty(HalfSquaredNorm(), real, fake, torch.Generator().manual_seed(12)).detach())
+    assert penalty == pytest.approx(at_interpolates, abs=1e-10)
+
+    def penalty_at_real(critic, real, fake, generator):   # the plausible wrong implementation
+        return (input_gradient_norms(critic, real) - 1).pow(2).mean()
+
+    wrong = float(penalty_at_real(HalfSquaredNorm(), real, fake, None).detach())
+    assert abs(wrong - at_interpolates) > 1.0
+
+
+def test_one_sided_penalty_where_the_gradient_norm_straddles_one():
+    """Claim W9's second half on a critic whose ‖∇D‖ lies on both sides of 1: the one-sided penalty equals
+    mean max(0, ‖∇D‖ − 1)² from central differences at the same interpolates; the two-sided penalty (the slip
+    of forgetting ``one_sided``) misses that value by far more than W9's 1e-8."""
+    torch.manual_seed(13)
+    critic = mlp([64, 32, 32, 1], activation=nn.Tanh).double()
+    gen = torch.Generator().manual_seed(13)
+    real, fake = torch.rand(64, 64, generator=gen, dtype=torch.float64), torch.rand(64, 64, generator=gen,
+                                                                                    dtype=torch.float64)
+    a = torch.rand(64, 1, generator=torch.Generator().manual_seed(14)).double()
+    interpolates = a * real + (1 - a) * fake
+    median = input_gradient_norms(critic, interpolates).median().detach()
+    with torch.no_grad():
+        critic[-1].weight /= median
+    norms = central_difference_gradient_norms(critic, interpolates)
+    assert float(norms.min()) < 1 < float(norms.max())
+    expected = float((norms - 1).clamp(min=0).pow(2).mean())
+    one_sided = float(gradient_penalty(critic, real, fake, torch.Generator().manual_seed(14), one_sided=True).detach())
+    two_sided = float(gradient_penalty(critic, real, fake, torch.Generator().manual_seed(14)).detach())
+    assert abs(one_sided - expected) < 1e-8
+    assert abs(two_sided - expected) > 1e-6
+
+
+def test_gp_critic_loss_on_a_linear_critic():
+    """D(x) = ⟨w, x⟩ + b: the WGAN-GP critic loss is −⟨w, mean real − mean fake⟩ + λ(‖w‖ − 1)² in closed form,
+    and no gradient reaches the generator's output (fake is detached)."""
+    gen = torch.Generator().manual_seed(15)
+    real = torch.randn(16, 4, generator=gen)
+    fake = torch.randn(16, 4, generator=gen).requires_grad_(True)
+    critic = nn.Linear(4, 1)
+    w = critic.weight.detach()[0]
+    for weight in (10.0, 0.1):
+        loss = gp_critic_loss(critic, real, fake, gen, penalty_weight=weight)
+        expected = -float(w @ (real.mean(0) - fake.detach().mean(0))) + weight * (float(w.norm()) - 1) ** 2
+        assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
+    loss.backward()
+    assert fake.grad is None and critic.weight.grad is not None
+
+
+def test_ns_gp_discriminator_loss_against_a_loop():
+    """E_P softplus(−D) + E_Q softplus(D) + λ GP = −mean log σ(D(real)) − mean log(1 − σ(D(fake))) + λ(‖w‖ − 1)²
+    for a linear D, written out point by point; "ns" drops the penalty."""
+    gen = torch.Generator().manual_seed(16)
+    real, fake = torch.randn(8, 3, generator=gen), torch.randn(8, 3, generator=gen)
+    critic = nn.Linear(3, 1)
+    sigmoid = lambda t: 1 / (1 + np.exp(-t))  # noqa: E731
+    with torch.no_grad():
+        d_real, d_fake = critic(real)[:, 0].numpy(), critic(fake)[:, 0].numpy()
+    cross_entropy = (-np.mean([np.log(sigmoid(t)) for t in d_real])
+                     - np.mean([np.log(1 - sigmoid(t)) for t in d_fake]))
+    penalty = (float(critic.weight.norm()) - 1) ** 2
+    assert float(critic_loss("ns-gp", critic, real, fake, gen)) == pytest.approx(cross_entropy + 10 * penalty,
+                                                                                 abs=1e-5)
+    assert float(critic_loss("ns", critic, real, fake, gen)) == pytest.approx(cross_entropy, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown method"):
+        critic_loss("lsgan", critic, real, fake, gen)
+
+
+def test_ns_gan_trains_and_its_generator_loss_is_non_saturating():
+    gen = torch.Generator().manual_seed(17)
+    sample = lambda n: toy_2d("8gaussians", n, gen)  # noqa: E731
+    for method in ("ns-gp", "ns"):
+        _, _, history = train_wgan(method, sample, noise_dim=2, data_dim=2, width=16, iterations=3, batch=16,
+                                   generator=gen, track_every=3, progress=False)
+        assert len(history["exact"]) == 1 and history["exact"][0] > 0
+
+
+def test_frozen_generator_control_keeps_the_generator_and_fits_one_pair():
+    gen = torch.Generator().manual_seed(18)
+    sample = lambda n: toy_2d("8gaussians", n, gen)  # noqa: E731
+    g_net, d_net, _ = train_wgan("ctransform", sample, noise_dim=2, data_dim=2, width=16, iterations=3, batch=32,
+                                 generator=gen, track_every=3, progress=False)
+    before = [p.detach().clone() for p in g_net.parameters()]
+    out = critic_on_frozen_generator("ctransform", g_net, d_net, sample, noise_dim=2, batch=32, checkpoints=(5, 10),
+                                     lr=1e-3, generator=gen, fixed_pair_steps=200)
+    assert all(torch.equal(a, b) for a, b in zip(before, g_net.parameters()))
+    assert out["steps"] == [5, 10] and len(out["ratio"]) == 2
+    assert all(r <= 1 + 1e-6 for r in out["ratio"] + [out["fixed pair"]])   # weak duality on every batch
+    assert out["fixed pair"] > out["fixed pair, zero critic"]
