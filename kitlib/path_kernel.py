@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from kitlib.tangent_kernel import NotFactorisable, factorisable, factorised_gram
+
 
 def flat_parameters(model: nn.Module) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """(θ as one flat vector, f(θ, x)): the model as a function of a flat parameter vector, for torch.func."""
@@ -41,8 +43,20 @@ def per_sample_jacobian(model: nn.Module, x: torch.Tensor, theta: torch.Tensor |
     return vmap(jacrev(lambda t, xi: forward(t, xi.unsqueeze(0)).squeeze(0)), in_dims=(None, 0))(theta, x)
 
 
-def tangent_kernel_gram(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """K[i, j, c, d] = ⟨∇_θ f_c(x1_i), ∇_θ f_d(x2_j)⟩, shape (n1, n2, C, C): the tangent kernel at the current θ."""
+def tangent_kernel_gram(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """K[i, j, c, d] = ⟨∇_θ f_c(x1_i), ∇_θ f_d(x2_j)⟩, shape (n1, n2, C, C): the tangent kernel at the current θ.
+
+    ``method``: "jacobian" contracts per-sample Jacobians (n, C, P) over P (any model); "factorised" sums the
+    layers' (A Aᵀ + 1) ⊙ (Δ Δᵀ) without a P-sized tensor (:mod:`kitlib.tangent_kernel`: Linear and Conv2d
+    layers); "auto" takes the factorised form when the model allows it, else the Jacobians."""
+    if method not in ("auto", "jacobian", "factorised"):
+        raise ValueError(f"unknown method {method!r}; choose auto, jacobian or factorised")
+    if method == "factorised" or (method == "auto" and factorisable(model)):
+        try:
+            return factorised_gram(model, x1, x2)
+        except NotFactorisable:
+            if method == "factorised":
+                raise
     j1 = per_sample_jacobian(model, x1)
     j2 = j1 if x2 is x1 else per_sample_jacobian(model, x2)
     return torch.einsum("icp,jdp->ijcd", j1, j2)
@@ -171,9 +185,9 @@ def accumulate_path_kernel(model: nn.Module, loss_derivative: Callable[[torch.Te
     module is then left at θ_0. Otherwise the module ends at θ_T."""
     n_q, n_t = len(x_query), len(x_train)
     dtype = x_train.dtype
-    query_train = torch.zeros(n_q, n_t, dtype=dtype)
-    weighted = torch.zeros(n_q, n_t, dtype=dtype)
-    train_train = torch.zeros(n_t, n_t, dtype=dtype)
+    query_train = torch.zeros(n_q, n_t, dtype=dtype, device=x_train.device)
+    weighted = torch.zeros(n_q, n_t, dtype=dtype, device=x_train.device)
+    train_train = torch.zeros(n_t, n_t, dtype=dtype, device=x_train.device)
     theta, forward = flat_parameters(model)
     theta0 = theta.clone()
     initial = forward(theta, x_query).detach()
@@ -221,7 +235,8 @@ def accumulate_contributions(model: nn.Module, loss_fn: Callable[[torch.Tensor, 
         return pullback(d_loss_i)[0]
 
     per_sample = vmap(sample_gradient, in_dims=(None, 0, 0))
-    contributions = torch.zeros(len(x_query), len(x_train), initial.shape[-1], dtype=initial.dtype)
+    contributions = torch.zeros(len(x_query), len(x_train), initial.shape[-1], dtype=initial.dtype,
+                                device=initial.device)
     for _ in range(steps):
         outputs = forward(theta, x_train).detach().requires_grad_(True)
         (d_loss,) = torch.autograd.grad(loss_fn(outputs, y_train), outputs)       # ℓ'_t, (n, C)
@@ -231,3 +246,63 @@ def accumulate_contributions(model: nn.Module, loss_fn: Callable[[torch.Tensor, 
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(theta, model.parameters())
     return initial, contributions
+
+
+@dataclass
+class PathGram:
+    """Accumulated C × C-block kernels of a vector-output model (:func:`accumulate_path_gram`):
+    the path kernel K = Σ_t η K_t between queries and training points (n_q, n_t, C, C) and among training
+    points (n_t, n_t, C, C); the tangent kernel at θ_0 on the same pairs; the per-training-point terms
+    contribution[q, i, c] = −η Σ_t Σ_d K_t(x_q, x_i)[c, d] ℓ'_{t,i,d} (n_q, n_t, C); outputs at θ_0 and θ_T."""
+
+    query_train: torch.Tensor
+    train_train: torch.Tensor
+    initial_query_train: torch.Tensor
+    initial_train_train: torch.Tensor
+    contributions: torch.Tensor
+    initial: torch.Tensor          # f_0(x_q), (n_q, C)
+    final: torch.Tensor            # f_T(x_q)
+    initial_train: torch.Tensor    # f_0(x_i), (n_t, C)
+    final_train: torch.Tensor      # f_T(x_i)
+
+    def relative_error(self, rebuilt: torch.Tensor) -> float:
+        """‖rebuilt − f_T‖ / ‖f_T − f_0‖ over the queries (as :meth:`Reconstruction.relative_error`)."""
+        return float((rebuilt - self.final).norm() / (self.final - self.initial).norm())
+
+
+def accumulate_path_gram(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, lr: float,
+                         steps: int, method: str = "auto", train_gram: bool = True) -> PathGram:
+    """Full-batch GD θ ← θ − η ∇L(θ) on ``loss_fn(f(x_train), y_train)``, accumulating at every step t the
+    tangent-kernel Gram K_t of [queries; training points] against the training points (``tangent_kernel_gram``,
+    factorised when the model allows it):
+
+        K += η K_t,   contribution[q, i] += −η K_t(x_q, x_i) ℓ'_{t,i},   ℓ'_{t,i} = ∂L/∂f(x_i) at θ_t,
+
+    so f_0(x_q) + Σ_i contribution[q, i] is the Euler reconstruction of :func:`train_and_reconstruct` and
+    K(x_i, x_j) is the path kernel's training Gram (claims P9, P10 and the retrieval of ``sgd-svm``). Works on
+    the model's device and dtype; the module is trained in place (it ends at θ_T). ``train_gram=False`` skips
+    the training Gram (its fields are then empty: (0, n_t, C, C)), which is most of the cost."""
+    params = list(model.parameters())
+    n_q = len(x_query)
+    both = torch.cat([x_query, x_train]) if train_gram else x_query
+    with torch.no_grad():
+        initial, initial_train = model(x_query), model(x_train)
+    path = contributions = first = None
+    for _ in range(steps):
+        gram = tangent_kernel_gram(model, both, x_train, method=method)            # (n_q + n_t, n_t, C, C)
+        outputs = model(x_train)
+        loss = loss_fn(outputs, y_train)
+        d_loss, *grads = torch.autograd.grad(loss, [outputs] + params)            # ℓ'_t (n_t, C), ∇L
+        if path is None:
+            first, path = gram.clone(), torch.zeros_like(gram)
+            contributions = torch.zeros(n_q, len(x_train), gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        path += lr * gram
+        contributions -= lr * torch.einsum("qicd,id->qic", gram[:n_q], d_loss)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p -= lr * g
+    with torch.no_grad():
+        final, final_train = model(x_query), model(x_train)
+    return PathGram(path[:n_q], path[n_q:], first[:n_q], first[n_q:], contributions, initial, final,
+                    initial_train, final_train)

@@ -260,3 +260,75 @@ def test_P7_missing_bias_or_learning_rate_fails_the_tolerance():
     assert max_relative_gap(kernel, 0.05 * 20 * (xq @ x.T + 1)) <= P7_GAP
     assert max_relative_gap(kernel, 0.05 * 20 * (xq @ x.T)) > 1e-3
     assert max_relative_gap(kernel, 20 * (xq @ x.T + 1)) > 1e-3
+
+
+# -- issue 17: multi-output path Gram, fixed-α fits, neighbour removal ----------------------------------------
+def test_accumulate_path_gram_matches_the_jvp_sum_and_explicit_grams(mlp):
+    """f_0 + Σ_i contribution = the Euler sum from JVPs; K = Σ_t η K_t with K_t from the loop at each θ_t;
+    the model ends where plain GD takes it."""
+    from kitlib.path_kernel import accumulate_path_gram
+    x, y = torch.randn(9, 5, dtype=torch.float64), torch.randint(0, 3, (9,))
+    xq = torch.randn(4, 5, dtype=torch.float64)
+    gram = accumulate_path_gram(copy.deepcopy(mlp), F.cross_entropy, x, y, xq, 0.3, 6)
+    rebuilt = train_and_reconstruct(copy.deepcopy(mlp), F.cross_entropy, x, y, xq, 0.3, 6)
+    torch.testing.assert_close(gram.initial + gram.contributions.sum(1), rebuilt.euler, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gram.final, rebuilt.final, rtol=0, atol=1e-12)
+    stepped, expected_qt, expected_tt = copy.deepcopy(mlp), 0, 0
+    for step in range(6):
+        expected_qt = expected_qt + 0.3 * tangent_kernel_gram_loop(stepped, xq, x)
+        expected_tt = expected_tt + 0.3 * tangent_kernel_gram_loop(stepped, x, x)
+        if step == 0:
+            torch.testing.assert_close(gram.initial_train_train, expected_tt / 0.3, rtol=0, atol=1e-12)
+        grads = torch.autograd.grad(F.cross_entropy(stepped(x), y), list(stepped.parameters()))
+        with torch.no_grad():
+            for p, g in zip(stepped.parameters(), grads):
+                p -= 0.3 * g
+    torch.testing.assert_close(gram.query_train, expected_qt, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gram.train_train, expected_tt, rtol=0, atol=1e-12)
+    light = accumulate_path_gram(copy.deepcopy(mlp), F.cross_entropy, x, y, xq, 0.3, 6, train_gram=False)
+    torch.testing.assert_close(light.contributions, gram.contributions, rtol=0, atol=1e-12)
+    assert light.train_train.shape[0] == 0
+
+
+def test_fit_fixed_alpha_solves_the_block_system_and_predicts():
+    """Claim P9's fit: for a well-conditioned block Gram the minimum-norm fit is the exact solve of
+    Σ_j G[i, j] α_j = t_i; a scalar kernel acts on each output separately; prediction is Σ_j K(x, x_j) α_j."""
+    from kitlib.kernel_fit import fit_fixed_alpha, kernel_predict, rbf_gram, rbf_predictions
+    torch.manual_seed(6)
+    features = torch.randn(5, 2, 12, dtype=torch.float64)                     # (n, C, P): G = J Jᵀ
+    gram = torch.einsum("icp,jdp->ijcd", features, features)
+    targets = torch.randn(5, 2, dtype=torch.float64)
+    alpha = fit_fixed_alpha(gram, targets)
+    torch.testing.assert_close(torch.einsum("ijcd,jd->ic", gram, alpha), targets, rtol=0, atol=1e-10)
+    dense = gram.permute(0, 2, 1, 3).reshape(10, 10)
+    torch.testing.assert_close(alpha.reshape(-1), torch.linalg.solve(dense, targets.reshape(-1)), rtol=0, atol=1e-10)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    scalar = rbf_gram(x, x, 1.5)
+    expected = torch.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / (2 * 1.5**2))
+    torch.testing.assert_close(scalar, expected)
+    torch.testing.assert_close(kernel_predict(scalar, fit_fixed_alpha(scalar, targets)), targets, rtol=0, atol=1e-8)
+    assert set(rbf_predictions(x, targets, x)) == {0.25, 0.5, 1.0, 2.0}
+    # a rank-deficient Gram: the fit stays finite and reproduces targets inside its range
+    low = torch.einsum("icp,jdp->ijcd", features[..., :3], features[..., :3])
+    in_range = torch.einsum("ijcd,jd->ic", low, torch.randn(5, 2, dtype=torch.float64))
+    torch.testing.assert_close(torch.einsum("ijcd,jd->ic", low, fit_fixed_alpha(low, in_range)), in_range,
+                               rtol=0, atol=1e-8)
+
+
+def test_masked_gd_outputs_match_separate_training_runs(mlp):
+    """Claim P10's retraining: copy k of the batched run = plain GD on the mean loss over the kept points."""
+    from kitlib.neighbour_removal import masked_gd_outputs, removal_masks
+    x, y = torch.randn(10, 5, dtype=torch.float64), torch.randint(0, 3, (10,))
+    xq = torch.randn(3, 5, dtype=torch.float64)
+    masks = removal_masks(10, [torch.tensor([0, 3]), torch.tensor([9])])
+    assert masks.sum(1).tolist() == [10, 8, 9]
+    outputs = masked_gd_outputs(mlp, lambda o, t: F.cross_entropy(o, t, reduction="none"), x, y, masks, xq, 0.4, 7)
+    for k, keep in enumerate(masks.bool()):
+        model = copy.deepcopy(mlp)
+        for _ in range(7):
+            grads = torch.autograd.grad(F.cross_entropy(model(x[keep]), y[keep]), list(model.parameters()))
+            with torch.no_grad():
+                for p, g in zip(model.parameters(), grads):
+                    p -= 0.4 * g
+        torch.testing.assert_close(outputs[k], model(xq).detach(), rtol=0, atol=1e-12)
+    assert (outputs[1] - outputs[0]).abs().max() > 1e-4     # removing points changes the outcome
