@@ -78,8 +78,11 @@ def _select(state: tuple, index: torch.Tensor) -> tuple:
     return tuple(s[index] for s in state)
 
 
-def _decode_token_by_token(model, prefixes: torch.Tensor, max_len: int, choose) -> Decoded:
-    """Shared loop of greedy and sampling: ``choose(log_probs)`` picks one token per row."""
+def _decode_token_by_token(model, prefixes: torch.Tensor, max_len: int, choose, compact_every: int = 1) -> Decoded:
+    """Shared loop of greedy and sampling: ``choose(log_probs)`` picks one token per row. With
+    ``compact_every`` = k > 1 see ``_decode_compacting_every``."""
+    if compact_every != 1:
+        return _decode_compacting_every(model, prefixes, max_len, choose, compact_every)
     batch = prefixes.shape[0]
     tokens = torch.full((batch, max_len), -1, dtype=torch.long, device=prefixes.device)
     lengths = torch.full((batch,), max_len, dtype=torch.long, device=prefixes.device)
@@ -101,16 +104,51 @@ def _decode_token_by_token(model, prefixes: torch.Tensor, max_len: int, choose) 
     return Decoded(tokens, lengths, terminated)
 
 
-def greedy(model, prefixes: torch.Tensor, max_len: int) -> Decoded:
-    """Greedy decoding: $y_t=\\arg\\max_v p(v\\mid y_{<t})$."""
-    return _decode_token_by_token(model, prefixes, max_len, lambda log_probs: log_probs.argmax(-1))
+def _decode_compacting_every(model, prefixes: torch.Tensor, max_len: int, choose, every: int) -> Decoded:
+    """The loop of ``_decode_token_by_token`` without a host synchronisation at every step: a row that has
+    emitted eos stays in the batch (its further tokens are discarded, its length and flag set by tensor
+    operations only) and finished rows are dropped, and the loop left, only every ``every`` steps. On a GPU
+    the host then never waits for a step it has just queued; the price is up to ``every`` − 1 wasted steps
+    per finished row. Greedy output is identical to ``every`` = 1; a sampler draws other random numbers
+    (the batch has another shape), so its samples differ but follow the same law."""
+    if every < 1:
+        raise ValueError(f"compact_every must be at least 1, got {every}")
+    batch, device = prefixes.shape[0], prefixes.device
+    tokens = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
+    lengths = torch.full((batch,), max_len, dtype=torch.long, device=device)
+    terminated = torch.zeros(batch, dtype=torch.bool, device=device)
+    active = torch.arange(batch, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    log_probs, state = model.start(prefixes)
+    for t in range(max_len):
+        chosen = choose(log_probs)
+        tokens[active, t] = torch.where(done, -1, chosen)
+        newly = (chosen == model.eos_id) & ~done
+        lengths[active] = torch.where(newly, t + 1, lengths[active])
+        terminated[active] = terminated[active] | newly
+        done = done | newly
+        if t == max_len - 1:
+            break
+        if (t + 1) % every == 0:  # the only host synchronisation: every `every` steps
+            going = (~done).nonzero().flatten()
+            if going.numel() == 0:
+                break
+            active, chosen, done, state = active[going], chosen[going], done[going], _select(state, going)
+        log_probs, state = model.step(chosen, state)
+    return Decoded(tokens, lengths, terminated)
+
+
+def greedy(model, prefixes: torch.Tensor, max_len: int, compact_every: int = 1) -> Decoded:
+    """Greedy decoding: $y_t=\\arg\\max_v p(v\\mid y_{<t})$. ``compact_every`` = k > 1 drops finished rows
+    only every k steps (no host synchronisation in between; same tokens)."""
+    return _decode_token_by_token(model, prefixes, max_len, lambda log_probs: log_probs.argmax(-1), compact_every)
 
 
 def sample(model, prefixes: torch.Tensor, max_len: int, top_k: int | None = None, top_p: float | None = None,
-           consistent: bool = False, generator: torch.Generator | None = None) -> Decoded:
+           consistent: bool = False, generator: torch.Generator | None = None, compact_every: int = 1) -> Decoded:
     """Ancestral sampling from $p$ restricted to ``filter_candidates`` and renormalised (Gumbel-max:
     $\\arg\\max_v\\,[\\log p_v+G_v]$ over the candidates, $G_v$ standard Gumbel, is a draw from that
-    distribution). ``consistent`` keeps eos among the candidates."""
+    distribution). ``consistent`` keeps eos among the candidates. ``compact_every`` as in ``greedy``."""
 
     def choose(log_probs):
         keep = filter_candidates(log_probs, top_k, top_p, model.eos_id if consistent else None)
@@ -119,21 +157,34 @@ def sample(model, prefixes: torch.Tensor, max_len: int, top_k: int | None = None
         gumbel = -torch.log(-torch.log(uniform))
         return (log_probs + gumbel).masked_fill(~keep, -math.inf).argmax(-1)
 
-    return _decode_token_by_token(model, prefixes, max_len, choose)
+    return _decode_token_by_token(model, prefixes, max_len, choose, compact_every)
 
 
-def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int) -> Decoded:
-    """Beam search on the sum of log-probabilities, returning the best hypothesis.
+def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int, stop: str = "best") -> Decoded:
+    """Beam search on the sum of log-probabilities.
 
-    Finished hypotheses (ending in eos) stay in the beam with their score frozen; unfinished scores can only
-    fall, so a prefix stops as soon as its best-scoring hypothesis is finished, and that hypothesis is the
-    answer. If the best hypothesis is unfinished after ``max_len`` tokens the decode is non-terminated.
+    ``stop="best"``: finished hypotheses (ending in eos) stay in the beam with their score frozen; unfinished
+    scores can only fall, so a prefix stops as soon as its best-scoring hypothesis is finished, and that
+    hypothesis is the answer. If the best hypothesis is unfinished after ``max_len`` tokens the decode is
+    non-terminated.
+
+    ``stop="first"``: the rule of the official evaluation (``decode_dataset`` in uralik/consistency-lm): a
+    prefix stops at the first step at which any of its ``beam_size`` hypotheses emits eos, and the answer is
+    the best-scoring hypothesis finished at that step; it is non-terminated only if no hypothesis in its beam
+    ever emitted eos within ``max_len`` tokens. Every prefix that stops under "best" has a finished
+    hypothesis by then, so r_L("first") ≤ r_L("best"). (The official loop keeps decoding a mini-batch of 32
+    until every item has a finished hypothesis and then returns each item's best finished one: the same
+    terminated set, possibly another, later finished answer.)
+
     Back-pointers are stored per step and followed once at the end (linear, not quadratic, in length)."""
+    if stop not in ("best", "first"):
+        raise ValueError(f"stop must be 'best' or 'first', got {stop!r}")
     batch, k = prefixes.shape[0], beam_size
     device = prefixes.device
     back = torch.zeros(batch, k, max_len, dtype=torch.long, device=device)
     emitted = torch.full((batch, k, max_len), -1, dtype=torch.long, device=device)
     last_step = torch.full((batch,), max_len - 1, dtype=torch.long, device=device)
+    final_beam = torch.zeros(batch, dtype=torch.long, device=device)
     terminated = torch.zeros(batch, dtype=torch.bool, device=device)
     active = torch.arange(batch, device=device)
     log_probs, state = model.start(prefixes)
@@ -157,7 +208,12 @@ def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int) -> 
         back[active, :, t] = origin
         emitted[active, :, t] = torch.where(was_finished, -1, chosen)  # a frozen hypothesis emits nothing
         state = _select(state, (rows * k + origin).view(-1))
-        done = finished[:, 0]
+        if stop == "best":
+            done = finished[:, 0]
+        else:  # the first hypothesis that ends now (scores are sorted, so the best of them)
+            ends_now = finished & ~was_finished
+            done = ends_now.any(-1)
+            final_beam[active[done]] = ends_now[done].float().argmax(-1)
         if done.any():
             last_step[active[done]] = t
             terminated[active[done]] = True
@@ -168,7 +224,7 @@ def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int) -> 
             break
         log_probs, state = model.step(chosen.view(-1), state)
     tokens = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
-    beam = torch.zeros(batch, dtype=torch.long, device=device)
+    beam = final_beam.clone()
     rows = torch.arange(batch, device=device)
     for t in range(int(last_step.max()), -1, -1):  # follow the best hypothesis back to step 0
         on = t <= last_step
@@ -193,18 +249,23 @@ DECODERS = {
     "consistent nucleus-0.4": partial(sample, top_p=0.4, consistent=True),
 }
 STOCHASTIC = {name for name in DECODERS if name not in ("greedy", "beam-2", "beam-4")}
+# Beam search with the official evaluation's stopping rule (see ``beam_search``); ``decode`` accepts these too.
+OFFICIAL_BEAM = {
+    "beam-2 (first finished)": partial(beam_search, beam_size=2, stop="first"),
+    "beam-4 (first finished)": partial(beam_search, beam_size=4, stop="first"),
+}
 
 
 def decode(name: str, model, prefixes: torch.Tensor, max_len: int,
            generator: torch.Generator | None = None) -> Decoded:
-    """Run the decoder called ``name`` (a key of ``DECODERS``)."""
-    if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}")
+    """Run the decoder called ``name`` (a key of ``DECODERS`` or ``OFFICIAL_BEAM``)."""
+    if name not in DECODERS and name not in OFFICIAL_BEAM:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(list(DECODERS) + list(OFFICIAL_BEAM))}")
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
     if name in STOCHASTIC:
         return DECODERS[name](model, prefixes, max_len, generator=generator)
-    return DECODERS[name](model, prefixes, max_len)
+    return {**DECODERS, **OFFICIAL_BEAM}[name](model, prefixes, max_len)
 
 
 @torch.no_grad()
@@ -280,3 +341,22 @@ def ngram_repetition(decoded: Decoded, n: int = 4) -> torch.Tensor:
         grams = [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)]
         rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
     return torch.tensor(rates)
+
+
+def wilson_interval(count: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion $\\hat p=k/n$: the $p$ with
+    $|\\hat p-p|\\le z\\sqrt{p(1-p)/n}$,
+
+    $$\\frac{\\hat p+\\frac{z^2}{2n}\\pm z\\sqrt{\\frac{\\hat p(1-\\hat p)}{n}+\\frac{z^2}{4n^2}}}{1+\\frac{z^2}{n}}.$$
+
+    Its lower end is 0 exactly when $k=0$ and positive otherwise. Used by seq2seq-stop (S10) for $r_L$
+    pooled over prefixes, which treats the decoded prefixes as independent draws for fixed models."""
+    if total < 1 or not 0 <= count <= total:
+        raise ValueError(f"need 0 <= count <= total and total >= 1, got {count} of {total}")
+    if count == 0:  # the formula's lower end is exactly 0 here; avoid a rounding residue of 1e-17
+        return 0.0, min(1.0, (z * z / total) / (1 + z * z / total))
+    p, n = count / total, total
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)

@@ -87,6 +87,15 @@ def st_layer_errors(layer: SelfTerminatingLayer, logits: torch.Tensor) -> dict[s
             "forms": float((probs - stepped).abs().max())}
 
 
+@torch.no_grad()
+def recurrent_logit_bound(model: "RecurrentLM") -> float:
+    """A bound $B$ on every output logit of a tanh-RNN or LSTM LM in eval mode: its top-layer state has
+    $|h_i|\\le1$ ($\\tanh$, or $o\\odot\\tanh c$ with $o\\in(0,1)$), so
+    $|z_v|=|w_v^\\top h+b_v|\\le\\|w_v\\|_1+|b_v|$ and $B=\\max_v(\\|w_v\\|_1+|b_v|)$, whence
+    $p(\\mathrm{eos})\\ge e^{-2B}/|V|$ at every step. Used by seq2seq-stop (§5)."""
+    return float((model.out.weight.abs().sum(1) + model.out.bias.abs()).max())
+
+
 class RecurrentLM(nn.Module):
     """Word-level recurrent LM: embedding → tanh-RNN or LSTM → dropout → output tied to the embedding
     (so the embedding size is the hidden size), softmax or ``SelfTerminatingLayer`` when ``st_epsilon``."""
@@ -148,7 +157,7 @@ class LoopLM:
     """An exact toy LM over V tokens (eos = V − 1) with fixed logits: after token 0 the favoured next token is
     1, after any other token it is 0; the favoured token has logit ``favoured_logit``, eos ``eos_logit``, the
     rest 0. So p(eos) is the same positive number at every step — the model is consistent — yet greedy,
-    top-k (k < V − 1) and nucleus decoding may never reach eos. With ``st_epsilon`` the logits pass through
+    top-k (k ≤ V − 1 when eos is the least likely token) and nucleus decoding may never reach eos. With ``st_epsilon`` the logits pass through
     the self-terminating layer instead of a softmax. ``dtype`` is that of the logits (float64 for exact
     bounds: in float32 the ST product accumulates about one rounding error a step)."""
 

@@ -38,10 +38,12 @@ def perplexity(model: RecurrentLM, sentences: list[torch.Tensor], context: int, 
 
 def train_recurrent_lm(model: RecurrentLM, data: SentenceData, epochs: int, batch_size: int, lr: float,
                        device: torch.device, generator: torch.Generator, clip: float = 1.0,
-                       progress: bool = True, desc: str = "train LM") -> list[float]:
+                       progress: bool = True, desc: str = "train LM", after_epoch=None) -> list[float]:
     """Adam on the continuation NLL (the official setup: lr 1e-3, gradient clipping at 1.0), halving the
     learning rate after an epoch whose validation perplexity did not improve. Returns the validation
-    perplexity after each epoch; raises ``DivergenceError`` on a non-finite loss."""
+    perplexity after each epoch; raises ``DivergenceError`` on a non-finite loss. ``after_epoch(epoch,
+    model, valid_ppl)``, when given, is called after each epoch (1, 2, ...) with the model in eval mode, e.g.
+    to keep snapshots (seq2seq-stop)."""
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     valid_ppl = []
@@ -58,6 +60,8 @@ def train_recurrent_lm(model: RecurrentLM, data: SentenceData, epochs: int, batc
             nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimiser.step()
         valid_ppl.append(perplexity(model, data.valid, data.context, device))
+        if after_epoch is not None:
+            after_epoch(epoch + 1, model, valid_ppl[-1])
         if len(valid_ppl) > 1 and valid_ppl[-1] >= min(valid_ppl[:-1]):
             for group in optimiser.param_groups:
                 group["lr"] *= 0.5
