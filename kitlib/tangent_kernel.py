@@ -17,7 +17,10 @@ O(n1 n2 C² Σ_l fan-out_l) for the dense layers, against O(n1 n2 C² P) for con
 
 Assumptions (checked; :func:`factorisable` says whether they hold): every parameter is the weight or bias of an
 ``nn.Linear`` or a (groups = 1, zero-padded, integer-padded) ``nn.Conv2d``, each such module is called once per
-forward, and samples do not interact (no batch statistics).
+forward, samples do not interact (no batch-norm or dropout module in training mode: :func:`factorisable` says
+no), and no recorded layer input or output is modified in place after the layer ran (e.g. by
+``nn.ReLU(inplace=True)``, which would turn the recorded output into the activation's; checked by the tensors'
+version counters, :class:`NotFactorisable` otherwise, so that the ``auto`` method falls back to the Jacobians).
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ from torch import nn
 from torch.nn import functional as F
 
 FACTORISABLE = (nn.Linear, nn.Conv2d)
+# modules whose training-mode forward couples the samples of a batch (batch statistics) or is random (dropout,
+# RReLU): the per-sample gradient that the factorised form (and the Jacobian path) assume is not defined
+TRAINING_MODE_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.RReLU)
 
 
 def factorisable(model: nn.Module) -> bool:
-    """True when every parameter of ``model`` is the weight or bias of a supported layer (see module docstring);
-    whether each layer runs once per forward is checked when the Gram is built."""
+    """True when every parameter of ``model`` is the weight or bias of a supported layer and no batch-norm,
+    dropout or RReLU module is in training mode (see module docstring); whether each layer runs once per forward,
+    and whether a recorded tensor is modified in place, is checked when the Gram is built."""
     owned = set()
     for module in model.modules():
+        if module.training and isinstance(module, TRAINING_MODE_COUPLED):
+            return False
         if isinstance(module, nn.Conv2d):
             if (module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)):
                 return False
@@ -43,17 +52,22 @@ def factorisable(model: nn.Module) -> bool:
 
 
 class NotFactorisable(ValueError):
-    """The model breaks an assumption of the factorised Gram (a layer ran twice, an unsupported input shape)."""
+    """The model breaks an assumption of the factorised Gram (a layer ran twice, an unsupported input shape,
+    a recorded layer input or output modified in place)."""
 
 
 def layer_factors(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     """For each supported layer, in forward order: (layer, input a (n, ...), sensitivities Δ (n, C, *output
     shape)) with Δ[i, c] = ∂f_c(x_i)/∂z(x_i), z the layer's output. One forward and C backward passes of the
     batch (Σ_i f_c(x_i) back-propagated: samples are independent, so each row of the gradient is one sample's)."""
+    if not factorisable(model):
+        raise NotFactorisable("a parameter outside Linear/Conv2d layers, an unsupported Conv2d, or a batch-norm, "
+                              "dropout or RReLU module in training mode")
     records: dict[nn.Module, list] = {}
 
     def remember(module, inputs, output):
-        records.setdefault(module, []).append((inputs[0].detach(), output))
+        # the version counters at the hook: an in-place op after it (ReLU(inplace=True), x += …) bumps them
+        records.setdefault(module, []).append((inputs[0].detach(), output, inputs[0]._version, output._version))
 
     layers = [m for m in model.modules() if isinstance(m, FACTORISABLE)]
     handles = [m.register_forward_hook(remember) for m in layers]
@@ -68,6 +82,8 @@ def layer_factors(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, to
     ran = [m for m in layers if m in records]
     if any(len(records[m]) != 1 for m in ran) or len(ran) != len(layers):
         raise NotFactorisable("a layer ran more or less than once in the forward pass")
+    if any(a._version != va or z._version != vz for m in ran for a, z, va, vz in records[m]):
+        raise NotFactorisable("a layer's input or output was modified in place after the layer ran")
     outputs = [records[m][0][1] for m in ran]
     per_output = [torch.autograd.grad(out[:, c].sum(), outputs, retain_graph=c < out.shape[1] - 1,
                                       allow_unused=True) for c in range(out.shape[1])]

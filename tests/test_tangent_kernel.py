@@ -81,3 +81,33 @@ def test_automatic_choice_falls_back_to_the_jacobian():
     torch.testing.assert_close(tangent_kernel_gram(twice, x, x), loop, rtol=0, atol=1e-12)
     with pytest.raises(ValueError):
         tangent_kernel_gram(twice, x, x, method="fast")
+
+
+def test_in_place_activations_and_training_mode_layers_fall_back():
+    """Two silent failures of the factorised form, now refused: an in-place activation after a Linear layer
+    overwrites the recorded output (the sensitivities would be the activation's, O(1) off), and a batch-norm or
+    dropout module in training mode couples or randomises the samples. 'auto' then gives exactly what the
+    Jacobian path gives (for training-mode batch norm and dropout: the same refusal, since a per-sample gradient
+    is not defined; in eval mode: the same Gram); forcing 'factorised' raises NotFactorisable."""
+    torch.manual_seed(4)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    in_place = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Linear(6, 2)).double()
+    torch.testing.assert_close(tangent_kernel_gram(in_place, x, x), tangent_kernel_gram(in_place, x, x, "jacobian"),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(tangent_kernel_gram(in_place, x, x), tangent_kernel_gram_loop(in_place, x, x),
+                               rtol=0, atol=1e-12)
+    with pytest.raises(NotFactorisable):
+        tangent_kernel_gram(in_place, x, x, method="factorised")
+    for coupled in (nn.BatchNorm1d(6, affine=False), nn.Dropout(0.3)):
+        model = nn.Sequential(nn.Linear(4, 6), coupled, nn.Tanh(), nn.Linear(6, 2)).double()
+        assert not factorisable(model)
+        with pytest.raises(RuntimeError):
+            tangent_kernel_gram(model, x, x, method="jacobian")
+        with pytest.raises(RuntimeError):
+            tangent_kernel_gram(model, x, x)
+        with pytest.raises(NotFactorisable):
+            tangent_kernel_gram(model, x, x, method="factorised")
+        model.eval()                      # eval mode: a fixed per-sample map, factorised again
+        assert factorisable(model)
+        torch.testing.assert_close(tangent_kernel_gram(model, x, x), tangent_kernel_gram(model, x, x, "jacobian"),
+                                   rtol=0, atol=1e-12)
