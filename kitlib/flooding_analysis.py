@@ -15,7 +15,13 @@ backprop and, two steps later, the displacement Δ = θ_{t+2} − θ_t, recordin
 
     cos(Δ, −u)   and   ρ = ⟨Δ, −u⟩ / ((ε²/2)‖u‖²)        (Su: Δ ≈ −(ε²/2)u, so cos ≈ 1 and ρ ≈ 1
 
-for a descent/ascent pair; two descent steps give Δ ≈ −2εg, so cos = cos(g, Hg) and ρ ≈ 4⟨g, Hg⟩/(ε‖2Hg‖²)).
+for a descent/ascent pair). ρ is the component of Δ along −u only; cos says how much of Δ that is. Two
+descent steps (the b = 0 twin) give Δ = −2εg + ε²Hg + O(ε³), so
+
+    ρ_twin = 8⟨g, Hg⟩ / (ε‖2Hg‖²) − 1 + O(ε) = 2⟨g, Hg⟩ / (ε‖Hg‖²) − 1 + O(ε);
+
+the first term is ≥ 2/(ελ_max) ≥ 1 for a PSD Hessian while GD is stable (λ_max ≤ 2/ε), and for g along one
+eigenvector ρ_twin = 2/(ελ) − 1, which is ≈ 0 at the edge of stability λ ≈ 2/ε.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 - Two Gaussians: ``-ts 100``/``-vs 100`` points *per class* (200 each), 10000 test points per class,
   d = 10, positive class N(0, I), negative class N(1·𝟙, I) (``GaussianDataNumpy``, ``-ngm 1``);
 - Spiral: 100 / 100 per class, 10000 test points per class, arms a(cos a, sin a) and (a + π)(cos a, sin a)
-  on a ∈ [0, 4π] with input noise ``noise_level`` (MLproject default 0: the points lie on the arms).
+  on a ∈ [0, 4π] with input noise ``noise_level`` (MLproject default 0: the points lie on the arms;
+  ``demo_synth.py``'s own argparse default is 1).
 
 Label noise flips ⌊n·η⌋ labels of each of train, validation and test (the clean labels are kept beside).
 """
