@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from kitlib.deepnorm import FFNStack, deepnorm_alpha_beta
 from kitlib.gau import diagonal_to_offdiagonal, swish_moments
-from kitlib.layer_gradients import block_gradient_norms
+from kitlib.layer_gradients import block_gradient_norms, last_block_gradient_trace
 from kitlib.sequence_batches import random_windows, translation_pairs
 from kitlib.tiny_transformers import TinyTransformerLM, TinyTransformerSeq2Seq
 from kitlib.torchscale_init import branch_weight_stds, torchscale_init_, torchscale_init_scales
@@ -99,6 +99,20 @@ def test_torchscale_init_standard_deviations(attention_reset):
     assert float(block.fc2.bias.detach().abs().max()) <= 1 / math.sqrt(ffn) / scale + 1e-7  # biases are divided too
     assert float(block.fc2.bias.detach().abs().max()) > 0.5 / math.sqrt(ffn) / scale
     assert model.encoder[0].alpha == deepnorm_alpha_beta(6, 6)["encoder"][0]  # α is the paper's
+    # decoder block: self- and cross-attention value/output, and the FFN, divided by the decoder's (12M)^(1/4)
+    dec_scale = torchscale_init_scales(6, 6)["decoder"]
+    expected_dec = {"q": default(width), "cq": default(width), "ck": default(width), "v": default(width) / dec_scale,
+                    "o": default(width) / dec_scale, "cv": default(width) / dec_scale,
+                    "co": default(width) / dec_scale, "fc1": default(width) / dec_scale,
+                    "fc2": default(ffn) / dec_scale}
+    if attention_reset:
+        expected_dec.update(q=xavier_uniform(2**-0.5), cq=xavier_uniform(2**-0.5), ck=xavier_uniform(2**-0.5),
+                            v=xavier_uniform(2**-0.5) / dec_scale, cv=xavier_uniform(2**-0.5) / dec_scale,
+                            o=xavier_uniform(1.0) / dec_scale, co=xavier_uniform(1.0) / dec_scale)
+    got_dec = branch_weight_stds(model.decoder[0])
+    for name, value in expected_dec.items():
+        assert got_dec[name] == pytest.approx(value, rel=0.03), f"decoder {name}"
+    assert dec_scale != pytest.approx(scale, rel=0.03)  # the encoder's divisor in the decoder would fail the above
     with pytest.raises(ValueError):
         torchscale_init_(TinyTransformerLM(8, 2, "post_ln"))
 
@@ -113,3 +127,24 @@ def test_diagonal_to_offdiagonal_against_monte_carlo():
     mean, second = swish_moments()
     assert abs(diagonal_to_offdiagonal(s) - second**2 / mean**4) > 15  # Su's ν⁴/μ⁴ drops the variance
     assert diagonal_to_offdiagonal(100_000) == pytest.approx(second**2 / mean**4, rel=0.01)
+
+
+def test_last_block_gradient_trace_against_block_norms_and_a_hand_written_adam_step():
+    """Step 0 is block_gradient_norms' last entry; step 1 is the last block's gradient norm after Adam's first
+    step, θ − η g/(|g| + ε), written out by hand on a copy (a trace that forgot to step would repeat step 0)."""
+    torch.manual_seed(0)
+    model = TinyTransformerSeq2Seq(32, 2, 3, "post_ln", context=16)
+    pair = translation_pairs(4, 15, 32, torch.Generator().manual_seed(0), torch.randperm(32))
+    copy_ = copy.deepcopy(model)
+    expected0 = float(block_gradient_norms(translation_loss(copy_, *pair), copy_.decoder)[0][-1])
+    copy_.zero_grad()
+    translation_loss(copy_, *pair).backward()
+    with torch.no_grad():
+        for p in copy_.parameters():
+            p -= 1e-3 * p.grad / (p.grad.abs() + 1e-8)
+    expected1 = float(block_gradient_norms(translation_loss(copy_, *pair), copy_.decoder)[0][-1])
+    trace = last_block_gradient_trace(model, model.decoder, lambda: translation_loss(model, *pair), steps=2, lr=1e-3)
+    assert len(trace) == 3
+    assert trace[0] == pytest.approx(expected0, rel=1e-5)
+    assert trace[1] == pytest.approx(expected1, rel=1e-3)
+    assert abs(trace[1] - trace[0]) > 1e-3 * trace[0]
