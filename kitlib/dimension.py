@@ -123,11 +123,24 @@ def pair_cross_entropy(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor) -
     return torch.logsumexp(s.flatten(), dim=0) - (target * s).sum()
 
 
+def pair_cross_entropy_and_grad(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor):
+    """:func:`pair_cross_entropy` and its gradient in one exp pass: with p = softmax over all pairs of s = u vᵀ,
+    ∂L/∂s = p − P, so ∂L/∂u = (p − P) v and ∂L/∂v = (p − P)ᵀ u. Returns (loss, grad_u, grad_v)."""
+    s = u @ v.T
+    top = s.max()
+    e = torch.exp(s - top)
+    z = e.sum()
+    loss = torch.log(z) + top - (target * s).sum()
+    g = e.div_(z).sub_(target)
+    return loss, g @ v, g.T @ u
+
+
 def fit_pair_softmax(target: torch.Tensor, dim: int, steps: int, lr: float = 0.05,
                      generator: torch.Generator | None = None, init_scale: float = 0.1,
                      held_out: torch.Tensor | None = None, eval_every: int = 50):
     """Fit the skip-gram of the minimum-entropy post — one softmax over all N² pairs, two tables u, v ∈ R^{N×dim}
-    — to a target pair distribution by full-batch Adam on :func:`pair_cross_entropy`.
+    — to a target pair distribution by full-batch Adam on :func:`pair_cross_entropy` (gradient in closed form,
+    :func:`pair_cross_entropy_and_grad`).
 
     Returns (u, v, history) with history = {"step": [...], "train": [...], "held_out": [...]}."""
     n_words = target.shape[0]
@@ -137,17 +150,16 @@ def fit_pair_softmax(target: torch.Tensor, dim: int, steps: int, lr: float = 0.0
     opt = torch.optim.Adam([u, v], lr=lr)
     history: dict[str, list[float]] = {"step": [], "train": [], "held_out": []}
     for step in range(steps + 1):
-        loss = pair_cross_entropy(u, v, target)
-        if step % eval_every == 0 or step == steps:
-            history["step"].append(step)
-            history["train"].append(loss.item())
-            if held_out is not None:
-                with torch.no_grad():
+        with torch.no_grad():
+            loss, grad_u, grad_v = pair_cross_entropy_and_grad(u, v, target)
+            if step % eval_every == 0 or step == steps:
+                history["step"].append(step)
+                history["train"].append(loss.item())
+                if held_out is not None:
                     history["held_out"].append(pair_cross_entropy(u, v, held_out).item())
         if step == steps:
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        u.grad, v.grad = grad_u, grad_v
         opt.step()
     return u.detach(), v.detach(), history
 

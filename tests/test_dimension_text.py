@@ -19,11 +19,12 @@ from scipy.stats import beta, spearmanr
 
 from kitlib.dimension import (EXACT_CONSTANT, H_N_SLOPE, cos_tail_rate, critical_dim, entropy_approximation,
                               entropy_dimension_grid, exact_entropy_draws, fit_pair_softmax, h_n, jl_min_dim,
-                              pair_cross_entropy, pair_softmax_entropy, saturation_dim, similarity_spearman,
-                              sphere_vectors, tilted_mean_cos, unigram_pair_cross_entropy)
+                              pair_cross_entropy, pair_cross_entropy_and_grad, pair_softmax_entropy, saturation_dim,
+                              similarity_spearman, sphere_vectors, tilted_mean_cos, unigram_pair_cross_entropy)
 from kitlib.chapters import chapter_source
 from kitlib.dimension_spread import (breakdown_grid, entropy_spread_theory, log_entropy_variance_factor,
-                                     spread_breakdown_dim, spread_onset_dim)
+                                     row_entropy_draws, spread_breakdown_dim, spread_onset_dim, tilted_cos,
+                                     variance_carrier_pairs)
 from kitlib.text import (cooccurrence_counts, load_similarity_set, load_wiki_excerpt, shuffle_tokens, stem,
                          top_vocabulary)
 
@@ -125,6 +126,20 @@ def test_pair_cross_entropy_and_fit():
     _, _, history = fit_pair_softmax(target.double(), 6, steps=400, lr=0.1, generator=gen)
     assert history["train"][-1] < history["train"][0]
     assert history["train"][-1] == pytest.approx(entropy, abs=0.02)
+
+
+def test_closed_form_gradient_matches_autograd():
+    gen = torch.Generator().manual_seed(4)
+    u = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(7, 7, generator=gen, dtype=torch.float64)
+    target /= target.sum()
+    loss = pair_cross_entropy(u, v, target)
+    loss.backward()
+    with torch.no_grad():
+        got, grad_u, grad_v = pair_cross_entropy_and_grad(u, v, target)
+    assert got.item() == pytest.approx(loss.item(), rel=1e-12)
+    assert torch.allclose(grad_u, u.grad, rtol=1e-10) and torch.allclose(grad_v, v.grad, rtol=1e-10)
 
 
 def test_jl_min_dim_preserves_distances():
@@ -352,3 +367,32 @@ def test_float32_entropies_agree_with_float64_to_the_chapters_precision():
         u, v = sphere_vectors(1500, n, gen), sphere_vectors(1500, n, gen)
         exact = pair_softmax_entropy(u, v)
         assert pair_softmax_entropy(u.float(), v.float(), block=512) == pytest.approx(exact, rel=1e-4, abs=1e-4)
+
+
+def test_tilted_cos_is_the_bessel_ratio_and_carrier_pairs_match_monte_carlo():
+    """e^{2s}-tilted mean of cos θ = I_{ν+1}(2n)/I_ν(2n); N² P(cos θ > c₂) against counted random pairs."""
+    for n in (8, 30, 200):
+        nu = n / 2 - 1
+        assert tilted_cos(n) == pytest.approx(ive(nu + 1, 2 * n) / ive(nu, 2 * n), rel=1e-8)
+    assert tilted_cos(4000) == pytest.approx((math.sqrt(17) - 1) / 4, abs=2e-3)
+    gen = torch.Generator().manual_seed(12)
+    n, N = 6, 1000
+    u, v = sphere_vectors(N, n, gen), sphere_vectors(N, n, gen)
+    counted = float(((u @ v.T) / n > tilted_cos(n)).sum())
+    expected = variance_carrier_pairs(N, n)
+    assert counted == pytest.approx(expected, rel=5 / math.sqrt(expected))
+    assert variance_carrier_pairs(1e4, spread_onset_dim(1e4)) > 1 > variance_carrier_pairs(1e6, spread_onset_dim(1e6))
+
+
+def test_row_entropy_draws_match_a_loop_and_their_spread_scales_like_one_over_root_n():
+    gen = torch.Generator().manual_seed(13)
+    got = row_entropy_draws(50, 5, 3, gen)
+    gen = torch.Generator().manual_seed(13)
+    u, v = sphere_vectors(3, 5, gen), sphere_vectors(150, 5, gen).reshape(3, 50, 5)
+    for d in range(3):
+        s = np.array([float(u[d] @ v[d, j]) for j in range(50)])
+        p = np.exp(s - logsumexp(s))
+        assert got[d] == pytest.approx(-(p * np.log(p)).sum(), rel=1e-10)
+    # one row has N terms: its delta-method spread is that of the N × N entropy at √N words
+    draws = row_entropy_draws(400, 4, 2000, torch.Generator().manual_seed(14))
+    assert draws.std(ddof=1) == pytest.approx(entropy_spread_theory(20, 4), rel=0.1)
