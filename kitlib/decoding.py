@@ -1,5 +1,5 @@
 """Batched decoding of autoregressive language models: greedy, beam search, ancestral / top-k / nucleus
-sampling and their consistent variants (Welleck et al. 2020, Section 3).
+sampling and their consistent variants (Welleck et al. 2020).
 
 A model is decoded through two methods (``kitlib.language_model`` has a recurrent LM and an exact toy)::
 
@@ -30,7 +30,8 @@ def filter_candidates(logits: torch.Tensor, top_k: int | None = None, top_p: flo
     whose total probability reaches ``top_p``: token $i$ in decreasing order is kept when the mass before it
     is below ``top_p``, so the first token that crosses the threshold is kept. With both, nucleus acts on the
     distribution renormalised over the top-k set (the order of the usual ``top_k_top_p_filtering``). With
-    ``eos_id``, eos is always a candidate: the *consistent* variant (Welleck et al. 2020, Def. 3.5–3.6).
+    ``eos_id``, eos is always a candidate: the *consistent* variant (the paper's definition of consistent
+    top-k / nucleus sampling).
     With neither ``top_k`` nor ``top_p`` every token is a candidate (ancestral sampling)."""
     vocab = logits.shape[-1]
     keep = torch.ones_like(logits, dtype=torch.bool)
@@ -233,7 +234,7 @@ def beam_search(model, prefixes: torch.Tensor, max_len: int, beam_size: int, sto
     return Decoded(tokens, (tokens >= 0).sum(-1), terminated)
 
 
-# The decoders of the paper's Table 1 (evaluate.py of uralik/consistency-lm), by the names the book uses.
+# The paper's decoders (as in evaluate.py of uralik/consistency-lm), by the names the book uses.
 DECODERS = {
     "greedy": greedy,
     "beam-2": partial(beam_search, beam_size=2),
@@ -272,7 +273,7 @@ def decode(name: str, model, prefixes: torch.Tensor, max_len: int,
 def decode_prefix_sets(model, prefix_sets: dict[str, torch.Tensor], names, max_len: int,
                        generator: torch.Generator | None = None) -> dict[tuple[str, str], Decoded]:
     """Every decoder in ``names`` on every named prefix set (each (B, k)): {(set name, decoder name): Decoded}.
-    Used by seq2seq-stop (§5, the paper's Table 1)."""
+    Used by seq2seq-stop (§5, the paper's decoders)."""
     return {(set_name, name): decode(name, model, prefixes, max_len, generator)
             for set_name, prefixes in prefix_sets.items() for name in names}
 
@@ -293,7 +294,7 @@ def stop_probability(logits: torch.Tensor, eos_id: int, top_k: int | None = None
     $$q=\\frac{p_\\mathrm{eos}\\,[\\mathrm{eos}\\in V_t]}{\\sum_{v\\in V_t}p_v},\\qquad p=\\mathrm{softmax}(z).$$
 
     For a consistent decoder $\\mathrm{eos}\\in V_t$, so $q\\ge p_\\mathrm{eos}\\ge e^{-2B}/|V|$ when $|z_v|\\le B$
-    (Welleck et al. 2020, Lemma 3.1 and Thm 3.5); on a model whose logits do not change, the length is
+    (the paper's argument for consistent sampling); on a model whose logits do not change, the length is
     geometric with mean $1/q$. logits (..., V) → (...). Used by seq2seq-stop (S2, S3)."""
     keep = filter_candidates(logits, top_k, top_p, eos_id if consistent else None)
     probs = logits.softmax(-1).masked_fill(~keep, 0.0)
@@ -349,8 +350,9 @@ def wilson_interval(count: int, total: int, z: float = 1.96) -> tuple[float, flo
 
     $$\\frac{\\hat p+\\frac{z^2}{2n}\\pm z\\sqrt{\\frac{\\hat p(1-\\hat p)}{n}+\\frac{z^2}{4n^2}}}{1+\\frac{z^2}{n}}.$$
 
-    Its lower end is 0 exactly when $k=0$ and positive otherwise. Used by seq2seq-stop (S10) for $r_L$
-    pooled over prefixes, which treats the decoded prefixes as independent draws for fixed models."""
+    Its lower end is 0 exactly when $k=0$ and positive otherwise. Used by seq2seq-stop (S10) with $k$ the
+    sum over prefixes of each prefix's mean loop indicator over snapshots (a fractional count; the interval is
+    then conservative, since a mean of indicators in $[0,1]$ has variance at most $p(1-p)$)."""
     if total < 1 or not 0 <= count <= total:
         raise ValueError(f"need 0 <= count <= total and total >= 1, got {count} of {total}")
     if count == 0:  # the formula's lower end is exactly 0 here; avoid a rounding residue of 1e-17

@@ -14,7 +14,7 @@ from torch import nn
 
 
 class SelfTerminatingLayer(nn.Module):
-    """The self-terminating (ST) softmax (Welleck et al. 2020, Eq. 7–8), over continuation steps $t=1,2,\\dots$:
+    """The self-terminating (ST) softmax (Welleck et al. 2020), over continuation steps $t=1,2,\\dots$:
 
     $$\\beta_t=(1-\\varepsilon)\\,\\sigma(z_{t,\\mathrm{eos}}),\\qquad
     p_t(\\mathrm{eos})=1-\\prod_{i\\le t}\\beta_i,\\qquad
@@ -55,8 +55,8 @@ class SelfTerminatingLayer(nn.Module):
 
 def greedy_stop_bound(epsilon: float) -> int:
     """$m^*=\\lceil\\ln\\frac12/\\ln(1-\\varepsilon)\\rceil$: the first step at which $1-(1-\\varepsilon)^m>\\frac12$,
-    so greedy decoding of any model with a ``SelfTerminatingLayer`` has emitted eos by step $m^*$ (Welleck et
-    al. 2020, Thm 4.1). Used by seq2seq-stop (S5)."""
+    so greedy decoding of any model with a ``SelfTerminatingLayer`` has emitted eos by step $m^*$ (the paper's
+    greedy-termination theorem for the ST layer). Used by seq2seq-stop (S5)."""
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
     return math.ceil(math.log(0.5) / math.log1p(-epsilon))
@@ -69,7 +69,7 @@ def st_layer_errors(layer: SelfTerminatingLayer, logits: torch.Tensor) -> dict[s
 
     - ``sum``: $\\max|\\sum_v p_t(v)-1|$;
     - ``decrease``: $\\max_t\\,(p_t(\\mathrm{eos})-p_{t+1}(\\mathrm{eos}))^+$ (0 when p(eos) never decreases);
-    - ``bound``: $\\max_t\\,(1-(1-\\varepsilon)^t-p_t(\\mathrm{eos}))^+$ (0 when the floor of Thm 4.1 holds);
+    - ``bound``: $\\max_t\\,(1-(1-\\varepsilon)^t-p_t(\\mathrm{eos}))^+$ (0 when the floor holds);
     - ``forms``: $\\max|p^{\\text{cumulative}}_t-p^{\\text{step}}_t|$, the training form against the decoding
       recursion. Used by seq2seq-stop (S4, S6)."""
     cumulative = layer(logits)
