@@ -127,7 +127,7 @@ class Run:
         config = config_line(self.config)
         if not config:
             return f"{self.slug}: profile {self.profile}{smoke}, seed {self.seed}, {device_description(self.device)}"
-        return "\n".join(textwrap.wrap(f"{self.profile}{smoke}: {config}", width=88, break_long_words=False,
+        return "\n".join(textwrap.wrap(f"{self.profile}{smoke}: {config}", width=76, break_long_words=False,
                                         subsequent_indent="  "))
 
     def seeds(self, count: int) -> list[int]:
