@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "wall time of its last run record in DIR.")
     lister.add_argument("--out", type=Path, default=None, metavar="DIR", help="records folder (default: book/)")
     lister.add_argument("--notebooks", action="store_true",
-                        help="print only the paths of the written chapters' executed notebooks in DIR")
+                        help="print only the paths of the written chapters' executed notebooks in DIR, longest run first")
     return parser
 
 
@@ -200,11 +200,12 @@ def _list(args: argparse.Namespace) -> int:
     from .record import claims_held, find_records
 
     folder = args.out or project_root() / "book"
-    if args.notebooks:
-        for chapter in written_chapters():
-            print(folder / f"{chapter.slug}.ipynb")
-        return 0
     records = {r["chapter"]: r for r in find_records(folder)} if folder.exists() else {}
+    if args.notebooks:  # longest run first: two test workers given these in turn then finish at about the same time
+        slugs = [c.slug for c in written_chapters()]
+        for slug in sorted(slugs, key=lambda s: -records.get(s, {}).get("wall_s", 0.0)):
+            print(folder / f"{slug}.ipynb")
+        return 0
     for slug in SLUGS:
         chapter = get_chapter(slug)
         if not chapter_source(slug).exists():
