@@ -6,10 +6,12 @@ per seed (N parallel one-thread jobs) and writes ``results/seeds/<slug>.json``::
     {"chapter": ..., "profile": ..., "seeds": [0, ..., 9], "git_commit": ..., "wall_s": {min, median, max},
      "runs": [{"seed", "ok", "wall_s", "message"}],
      "claims": {id: {"held": k, "of": n, "hard", "kind", "target", "failed_seeds": [...],
-                     "value": spread, "values": {seed: value}, "null": {"label", "value": spread, "held": m}}}}
+                     "value": spread, "values": {seed: value}, "null": {"label", "value": spread, "held": m},
+                     "detail": {key: spread}}}}
 
 where a spread is ``{"min", "median", "max"}`` of a numeric value (one spread per component for compound
-claims). A seed whose run crashed counts as "not held" for every claim. The chapter's claims table and the
+claims). ``detail`` spreads the numeric entries of the claims' ``detail`` (the extra numbers a chapter passes to
+``claims.measure``), so that the prose can quote their range over the seeds too; lists and text are left out. A seed whose run crashed counts as "not held" for every claim. The chapter's claims table and the
 scorecard show "held k/n" from the committed file.
 """
 
@@ -104,6 +106,10 @@ def summarise(slug: str, profile: str, seeds: Sequence[int], records: dict[int, 
             "value": spread([c["value"] for c in rows.values() if c is not None]),
             "values": {str(s): c["value"] for s, c in rows.items() if c is not None},
         }
+        details = [c["detail"] for c in rows.values() if c is not None and isinstance(c.get("detail"), dict)]
+        detail_spreads = {k: v for k, v in (spread(details) or {}).items() if v} if details else {}
+        if detail_spreads:
+            entry["detail"] = detail_spreads
         nulls = [c["null"] for c in rows.values() if c is not None and c.get("null")]
         if nulls:
             entry["null"] = {"label": nulls[0]["label"], "value": spread([n["value"] for n in nulls]),

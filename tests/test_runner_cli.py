@@ -183,6 +183,12 @@ def test_summarise_counts_held_seeds_and_spreads():
     assert g["value"] == {"min": 1.0, "median": 3.0, "max": 4.0}
     assert g["null"] == {"label": "plain", "value": {"min": 0.1, "median": 0.2, "max": 2.5}, "held": 1}
     assert hard_claims_not_always_held(summary) == ["G (1/4)"]
+    with_detail = {s: record(3.0, 0.1) for s in range(3)}
+    for s, r in with_detail.items():
+        r["claims"][0]["detail"] = {"gap": float(s), "per seed": [1, 2], "label": "x"}
+    detail = summarise("flooding", "quick", [0, 1, 2], with_detail, [])["claims"]["G"]["detail"]
+    assert detail == {"gap": {"min": 0.0, "median": 1.0, "max": 2.0}}      # lists and text left out
+    assert "detail" not in g
     assert spread([{"a": 1, "b": 2}, {"a": 3, "b": "x"}]) == {"a": {"min": 1, "median": 2.0, "max": 3},
                                                              "b": {"min": 2.0, "median": 2.0, "max": 2.0}}
 
