@@ -126,58 +126,75 @@ def cross_entropy_gradient(weights: torch.Tensor, features: torch.Tensor, labels
 
 def sampling_search(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int, candidates: int,
                     sigma: float, alpha: float, generator: torch.Generator, guide_step: float | None = None,
-                    official_density: bool = True) -> SearchTrace:
+                    official_density: bool = True, task_loss=None, guide_gradient=None,
+                    components: str = "mixture") -> SearchTrace:
     """Minimise the 0-1 error of a linear classifier by steps $\\theta\\leftarrow\\theta+\\sum_k\\tilde w_k\\Delta_k$.
 
     Unguided (``guide_step=None``): random search, $\\Delta_k\\sim\\mathcal N(0,\\sigma^2I)$, SNIS weights with a
     constant proposal. Guided (MGS): half the candidates from $\\mathcal N(\\mu,\\sigma^2I)$ with
     $\\mu=-\\eta\\nabla\\mathrm{CE}$ (``guide_step`` = η, gradient clipped to norm 1), half from
     $\\mathcal N(0,\\sigma^2I)$, weights divided by the mixture density. Each step spends ``candidates``
-    evaluations of the 0-1 error (the current error is carried over from the previous step)."""
+    evaluations of the 0-1 error (the current error is carried over from the previous step).
+
+    ``task_loss(weights (K, d_in + 1, classes)) -> (K,)`` replaces the 0-1 error, ``guide_gradient(theta)`` the
+    cross-entropy gradient; a guided step then also counts its gradient as one evaluation. ``components``: the
+    official ablations, ``"mixture"`` (even candidates guided), ``"zero"`` (``--zero-dist-only``: no candidate
+    guided) or ``"guided"`` (``--mle-dist-only``: every candidate guided); the density stays the mixture's."""
     dim_in = features.shape[1]
+    if task_loss is None:
+        def task_loss(weights):
+            return zero_one_error(weights, features, labels)
+    if guide_gradient is None:
+        def guide_gradient(weights):
+            return cross_entropy_gradient(weights, features, labels)
+    counts_gradient = guide_step is not None  # the guide costs one gradient evaluation a step
     theta = torch.zeros(dim_in + 1, classes, dtype=features.dtype)
-    current = float(zero_one_error(theta[None], features, labels)[0])
+    current = float(task_loss(theta[None])[0])
     trace = SearchTrace([0], [current])
     for _ in range(steps):
         noise = sigma * torch.randn((candidates,) + theta.shape, generator=generator, dtype=theta.dtype)
         if guide_step is None:
             deltas, log_q = noise, None
         else:
-            gradient = cross_entropy_gradient(theta, features, labels)
+            gradient = guide_gradient(theta)
             centre = -guide_step * gradient / max(1.0, float(gradient.norm()))
-            guided = torch.arange(candidates) % 2 == 0
+            guided = {"mixture": torch.arange(candidates) % 2 == 0, "zero": torch.zeros(candidates, dtype=bool),
+                      "guided": torch.ones(candidates, dtype=bool)}[components]
             deltas = noise + guided[:, None, None] * centre
             if official_density:
                 log_q = mgs_log_proposal(deltas.flatten(1), centre.flatten())
             else:
                 log_q = gaussian_mixture_log_density(deltas.flatten(1), centre.flatten(), sigma)
-        errors = zero_one_error(theta + deltas, features, labels)
+        errors = task_loss(theta + deltas)
         weights = snis_weights(errors - current, alpha, log_q)
         theta = theta + (weights[:, None, None] * deltas).sum(0)
-        current = float(zero_one_error(theta[None], features, labels)[0])
-        trace.evaluations.append(trace.evaluations[-1] + candidates)
+        current = float(task_loss(theta[None])[0])
+        trace.evaluations.append(trace.evaluations[-1] + candidates + int(counts_gradient))
         trace.errors.append(current)
     return trace
 
 
 def evolution_strategies(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int, candidates: int,
-                         sigma: float, lr: float, generator: torch.Generator) -> SearchTrace:
+                         sigma: float, lr: float, generator: torch.Generator, task_loss=None) -> SearchTrace:
     """OpenAI-style ES on the 0-1 error with antithetic pairs: $\\hat g=\\frac1{K\\sigma}\\sum_k
     [C(\\theta+\\sigma\\epsilon_k)-C(\\theta-\\sigma\\epsilon_k)]\\epsilon_k/2$, $\\theta\\leftarrow\\theta-\\mathrm{lr}\\,\\hat g$;
-    ``candidates`` (even) evaluations a step."""
+    ``candidates`` (even) evaluations a step. ``task_loss`` (K, d_in + 1, classes) → (K,) replaces the 0-1 error."""
     if candidates % 2:
         raise ValueError(f"ES uses antithetic pairs: candidates must be even, got {candidates}")
+    if task_loss is None:
+        def task_loss(weights):
+            return zero_one_error(weights, features, labels)
     dim_in = features.shape[1]
     theta = torch.zeros(dim_in + 1, classes, dtype=features.dtype)
-    trace = SearchTrace([0], [float(zero_one_error(theta[None], features, labels)[0])])
+    trace = SearchTrace([0], [float(task_loss(theta[None])[0])])
     for _ in range(steps):
         eps = torch.randn((candidates // 2,) + theta.shape, generator=generator, dtype=theta.dtype)
-        plus = zero_one_error(theta + sigma * eps, features, labels)
-        minus = zero_one_error(theta - sigma * eps, features, labels)
+        plus = task_loss(theta + sigma * eps)
+        minus = task_loss(theta - sigma * eps)
         estimate = ((plus - minus)[:, None, None] * eps).sum(0) / (candidates * sigma)
         theta = theta - lr * estimate
         trace.evaluations.append(trace.evaluations[-1] + candidates)
-        trace.errors.append(float(zero_one_error(theta[None], features, labels)[0]))
+        trace.errors.append(float(task_loss(theta[None])[0]))
     return trace
 
 
@@ -236,45 +253,3 @@ def mgs_step(model: torch.nn.Module, mle_loss, task_loss, optimiser: torch.optim
     torch.nn.utils.clip_grad_norm_(params, clip)
     optimiser.step()
     return MGSStep(base, candidate_losses.cpu(), weights.cpu(), deltas, direction)
-
-
-# --- sequence-level task losses of a language model (the MGS fine-tuning of the chapter) ----------------------
-
-def decode_caps(sentences: list[torch.Tensor], context: int, factor: float = 1.3) -> torch.Tensor:
-    """Per-sentence decode caps $\\lceil\\text{factor}\\cdot(|s|-\\text{context})\\rceil$ (B,), with $|s|$ counting
-    eos: the official MGS training cap, 1.3 × the reference continuation."""
-    device = sentences[0].device
-    return torch.tensor([math.ceil(factor * (len(s) - context)) for s in sentences], device=device)
-
-
-def capped_decode(model, sentences: list[torch.Tensor], context: int, factor: float = 1.3, sampled: bool = False,
-                  generator: torch.Generator | None = None):
-    """Greedy (or, with ``sampled``, ancestral) decodes of each sentence's first ``context`` tokens, run up to the
-    largest cap, and the per-sentence caps (``decode_caps``). ``sentences``: 1-D id tensors on the model's
-    device. Returns ``(Decoded, caps)``; ``sequence_task_loss`` applies each sentence's own cap."""
-    from .decoding import greedy, sample
-
-    prefixes = torch.stack([s[:context] for s in sentences])
-    caps = decode_caps(sentences, context, factor)
-    with torch.no_grad():
-        if sampled:
-            return sample(model, prefixes, int(caps.max()), generator=generator), caps
-        return greedy(model, prefixes, int(caps.max())), caps
-
-
-TASKS = ("non-termination", "repetition")
-
-
-def sequence_task_loss(task: str, decoded, caps: torch.Tensor) -> torch.Tensor:
-    """The official MGS task losses per sequence (B,), float on the caps' device:
-
-    - ``non-termination``: 1 when no eos was emitted within the sequence's cap (not terminated, or terminated
-      after the cap), else 0;
-    - ``repetition``: repeat-4, $1-\\#\\text{distinct 4-grams}/\\#\\text{4-grams}$ (``decoding.ngram_repetition``)."""
-    from .decoding import ngram_repetition
-
-    if task == "non-termination":
-        return (~decoded.terminated | (decoded.lengths > caps)).float()
-    if task == "repetition":
-        return ngram_repetition(decoded, 4).to(caps.device).float()
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")

@@ -8,19 +8,14 @@ import torch
 from scipy import integrate
 from scipy.stats import multivariate_normal, norm
 
-from kitlib.decoding import greedy
-from kitlib.language_model import RecurrentLM
 from kitlib.sampling_search import (
     ball_mean_norm,
-    capped_decode,
     cross_entropy_gradient,
-    decode_caps,
     evolution_strategies,
     gaussian_mixture_log_density,
     mgs_log_proposal,
     mgs_step,
     sampling_search,
-    sequence_task_loss,
     snis_mean,
     snis_weights,
     step_loss_mean_length,
@@ -112,7 +107,8 @@ def test_searches_spend_their_evaluations_and_guidance_helps():
     guided = sampling_search(x, y, 3, 30, 4, sigma=0.03, alpha=0.01, generator=torch.Generator().manual_seed(0),
                              guide_step=1.0)
     es = evolution_strategies(x, y, 3, 30, 4, sigma=0.1, lr=1.0, generator=torch.Generator().manual_seed(0))
-    assert unguided.evaluations[-1] == guided.evaluations[-1] == es.evaluations[-1] == 120
+    assert unguided.evaluations[-1] == es.evaluations[-1] == 120
+    assert guided.evaluations[-1] == 150  # four 0-1 evaluations and one CE gradient a step
     assert guided.errors[-1] < min(unguided.errors[0], 0.2)
     with pytest.raises(ValueError, match="even"):
         evolution_strategies(x, y, 3, 1, 3, 0.1, 1.0, torch.Generator())
@@ -268,27 +264,35 @@ def test_O5_official_proposal_identity_fails_without_the_shift_term_or_the_half(
 
 # --- the sequence-level task losses of the MGS fine-tuning -------------------------------------------------------
 
-def test_capped_decode_and_task_losses_match_decoding_each_sentence_to_its_own_cap():
-    torch.manual_seed(5)
-    model = RecurrentLM(7, 8).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(2.0)
-        model.out.bias[6] += 1.0  # eos (the last id) likely enough that some decodes stop and some do not
-    generator = torch.Generator().manual_seed(6)
-    sentences = [torch.randint(0, 6, (int(n),), generator=generator) for n in torch.randint(5, 14, (40,),
-                                                                                              generator=generator)]
-    context = 3
-    caps = decode_caps(sentences, context)
-    assert caps.tolist() == [math.ceil(1.3 * (len(s) - context)) for s in sentences]
-    out, caps = capped_decode(model, sentences, context)
-    cost = sequence_task_loss("non-termination", out, caps)
-    expected = []
-    for s, cap in zip(sentences, caps.tolist()):
-        alone = greedy(model, s[None, :context], cap)
-        expected.append(float(not bool(alone.terminated[0])))
-    assert cost.tolist() == expected
-    assert 0 < sum(expected) < len(expected)
-    assert sequence_task_loss("repetition", out, caps).shape == (len(sentences),)
-    with pytest.raises(ValueError, match="task"):
-        sequence_task_loss("bleu", out, caps)
+
+def test_mgs_ablation_components_draw_candidates_from_one_component_only():
+    """--zero-dist-only: no candidate carries the guide; --mle-dist-only: every candidate does; the mixture:
+    the even ones. Seen through the norms of the first step's candidates (θ = 0, noise negligible)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 4, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=generator)
+    guide = cross_entropy_gradient(torch.zeros(5, 3, dtype=torch.float64), x, y)
+    guide_norm = float(guide.norm().clamp(max=1.0))  # the centre is −η∇CE clipped to norm 1, η = 1
+    for components, expected in (("zero", [0, 0, 0, 0]), ("guided", [1, 1, 1, 1]), ("mixture", [1, 0, 1, 0])):
+        norms = []
+
+        def loss(weights):
+            norms.append(weights.flatten(1).norm(dim=1))
+            return torch.zeros(len(weights), dtype=torch.float64)
+
+        sampling_search(x, y, 3, 1, 4, sigma=1e-9, alpha=0.01, generator=torch.Generator().manual_seed(0),
+                        guide_step=1.0, task_loss=loss, components=components)
+        assert norms[1].tolist() == pytest.approx([e * guide_norm for e in expected], abs=1e-6)
+
+
+def test_sampling_search_minimises_a_given_task_loss():
+    """A task loss that is 0 only when the bias of class 2 is the largest score: the search must reach it."""
+    x = torch.zeros(10, 2, dtype=torch.float64)
+    y = torch.full((10,), 2)
+
+    def loss(weights):
+        return (weights[:, -1].argmax(-1) != 2).double()
+
+    trace = sampling_search(x, y, 3, 30, 4, sigma=0.5, alpha=0.01, generator=torch.Generator().manual_seed(1),
+                            task_loss=loss)
+    assert trace.errors[0] == 1.0 and trace.errors[-1] == 0.0
