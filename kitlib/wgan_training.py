@@ -63,7 +63,7 @@ def train_static_critic(method: str, critic: nn.Module, real: torch.Tensor, fake
 def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width: int, iterations: int,
                batch: int, critic_steps: int = 5, lr: float = 1e-4, penalty_weight: float = 10.0,
                generator: torch.Generator, device="cpu", track_every: int = 100, progress: bool = True,
-               networks: str = "mlp"):
+               networks: str = "mlp", on_iteration=None):
     """A WGAN, G and D from :func:`kitlib.gan_networks.gan_networks`, Adam(lr, β = (0.5, 0.9)) for both and
     ``critic_steps`` critic updates per generator update (the WGAN-GP settings). ``method``: "gp" (the
     generator maximises E D(G(z))), "ctransform" (it minimises mean φ^c(G(z)) over the real batch) or "ns-gp"
@@ -72,7 +72,8 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
 
     ``sample_real(n)`` returns n real points, shape (n, data_dim). Every ``track_every`` iterations, on one fresh
     (real, fake) batch pair, the history records the critic's estimate, the zero critic's c-transform estimate
-    and the exact W1. Returns (G, D, history). §3 of the ``wgan`` chapter.
+    and the exact W1. ``on_iteration(it, G)``, if given, is called after every generator update (it = 1, 2, ...;
+    the chapter takes its FD snapshots there). Returns (G, D, history). §3 of the ``wgan`` chapter.
 
     Its own loop, not :func:`kitlib.train.fit`: critic and generator steps alternate, two models, two
     optimisers."""
@@ -98,6 +99,8 @@ def train_wgan(method: str, sample_real, *, noise_dim: int, data_dim: int, width
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if on_iteration is not None:
+            on_iteration(it, gen_net)
         if it % track_every == 0 or it == iterations:
             real, fake = sample_real(batch).to(device), gen_net(noise(batch)).detach()
             history["iteration"].append(it)
@@ -124,13 +127,35 @@ def end_of_training_ratios(method: str, gen_net: nn.Module, critic: nn.Module, s
     return {"ratio": float(np.mean(ratios)), "zero critic": float(np.mean(zeros))}
 
 
+def ratios_on_shared_batches(critics: dict, gen_net: nn.Module, sample_real, *, noise_dim: int, batch: int,
+                             generator: torch.Generator, draws: int = 20) -> dict[str, float]:
+    """Several c-transform critics and the zero critic on the SAME ``draws`` fresh (real, generated) batch pairs:
+    for each name in ``critics`` (name → critic module φ) the mean over the pairs of
+
+        [mean_i φ(x_i) + mean_j φ^c(y_j)] / W1(batch pair),
+
+    and under "zero critic" the same with φ ≡ 0. Sharing the pairs removes the draw-to-draw variation of the
+    batch W1 from the differences between critics (claim W11). Evaluated on the CPU."""
+    sums = dict.fromkeys([*critics, "zero critic"], 0.0)
+    gen_net = gen_net.cpu()
+    for _ in range(draws):
+        real = sample_real(batch).cpu()
+        with torch.no_grad():
+            fake = gen_net(torch.randn(batch, noise_dim, generator=generator))
+        exact = exact_w1(real.double().numpy(), fake.double().numpy())
+        for name, critic in critics.items():
+            sums[name] += critic_estimate("ctransform", critic.cpu(), real, fake) / exact
+        sums["zero critic"] += zero_critic_estimate(real, fake) / exact
+    return {name: total / draws for name, total in sums.items()}
+
+
 def critic_on_frozen_generator(method: str, gen_net: nn.Module, critic: nn.Module, sample_real, *,
                                noise_dim: int, batch: int, checkpoints: tuple[int, ...], lr: float,
                                generator: torch.Generator, penalty_weight: float = 10.0,
-                               fixed_pair_steps: int = 250, device="cpu") -> dict:
+                               fixed_pair_steps: int = 250, device="cpu", draws: int = 10) -> dict:
     """The frozen-generator control of claim W11: G stays fixed and the critic (with a fresh Adam(lr, β = 0.5,
     0.9)) takes further steps on fresh (real, generated) batch pairs; at each number of steps in ``checkpoints``
-    :func:`end_of_training_ratios` (10 fresh pairs) records its estimate / exact batch W1 and the zero
+    :func:`end_of_training_ratios` (``draws`` fresh pairs) records its estimate / exact batch W1 and the zero
     critic's. Then a copy of the critic is fitted for ``fixed_pair_steps`` steps to ONE batch pair and its
     ratio on that pair is recorded, with the zero critic's on the same pair and the copy's ratio on fresh
     pairs. The critic is trained in place, on ``device``; evaluations run on the CPU. Returns {"steps",
@@ -148,7 +173,7 @@ def critic_on_frozen_generator(method: str, gen_net: nn.Module, critic: nn.Modul
             critic_step(method, critic, optimiser, sample_real(batch).to(device), fake, generator, penalty_weight)
         done = target
         ratios = end_of_training_ratios(method, gen_net, critic, sample_real, noise_dim=noise_dim, batch=batch,
-                                        generator=generator)
+                                        generator=generator, draws=draws)
         out["ratio"].append(ratios["ratio"])
         out["zero critic"].append(ratios["zero critic"])
     fitted = copy.deepcopy(critic)
@@ -162,8 +187,8 @@ def critic_on_frozen_generator(method: str, gen_net: nn.Module, critic: nn.Modul
     out["fixed pair"] = critic_estimate(method, fitted, real, fake) / exact
     out["fixed pair, zero critic"] = zero_critic_estimate(real, fake) / exact
     out["fixed pair, fresh batches"] = end_of_training_ratios(method, gen_net, fitted, sample_real,
-                                                              noise_dim=noise_dim, batch=batch,
-                                                              generator=generator)["ratio"]
+                                                              noise_dim=noise_dim, batch=batch, generator=generator,
+                                                              draws=draws)["ratio"]
     return out
 
 

@@ -28,6 +28,7 @@ from kitlib.toy_distributions import toy_2d
 from kitlib.wgan_training import (
     critic_on_frozen_generator,
     end_of_training_ratios,
+    ratios_on_shared_batches,
     train_particles,
     train_static_critic,
     train_wgan,
@@ -342,3 +343,51 @@ def test_frozen_generator_control_keeps_the_generator_and_fits_one_pair():
     assert out["steps"] == [5, 10] and len(out["ratio"]) == 2
     assert all(r <= 1 + 1e-6 for r in out["ratio"] + [out["fixed pair"]])   # weak duality on every batch
     assert out["fixed pair"] > out["fixed pair, zero critic"]
+
+
+def test_ratios_on_shared_batches_against_a_loop_over_the_same_draws():
+    """Each critic's mean (c-transform value / exact W1) and the zero critic's, on the same batch pairs, recomputed
+    pair by pair from the definitions: φ̄(x) + mean_j min_i [‖x_i − y_j‖ − φ(x_i)] over W1 by an assignment."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    torch.manual_seed(0)
+    g_net = mlp([2, 8, 2])
+    critics = {"a": mlp([2, 8, 1]), "b": mlp([2, 8, 1])}
+    def sampler(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return lambda n: toy_2d("8gaussians", n, gen)
+
+    out = ratios_on_shared_batches(critics, g_net, sampler(3), noise_dim=2,
+                                   batch=16, generator=torch.Generator().manual_seed(4), draws=3)
+    draw, noise_gen = sampler(3), torch.Generator().manual_seed(4)
+    sums = dict.fromkeys(["a", "b", "zero critic"], 0.0)
+    for _ in range(3):
+        x = draw(16).double().numpy()
+        with torch.no_grad():
+            y = g_net(torch.randn(16, 2, generator=noise_gen)).double().numpy()
+        cost = cdist(x, y)
+        rows, cols = linear_sum_assignment(cost)
+        w1 = cost[rows, cols].mean()
+        for name, critic in critics.items():
+            with torch.no_grad():
+                phi = critic(torch.tensor(x, dtype=torch.float32)).double().squeeze(-1).numpy()
+            sums[name] += (phi.mean() + (cost - phi[:, None]).min(0).mean()) / w1
+        sums["zero critic"] += cost.min(0).mean() / w1
+    for name, total in sums.items():
+        assert out[name] == pytest.approx(total / 3, rel=1e-5)
+    # shared pairs: a critic that is the zero function scores exactly the zero critic's value
+    zero_net = mlp([2, 1])
+    nn.init.zeros_(zero_net[0].weight), nn.init.zeros_(zero_net[0].bias)
+    again = ratios_on_shared_batches({"zero net": zero_net}, g_net, sampler(3),
+                                     noise_dim=2, batch=16, generator=torch.Generator().manual_seed(4), draws=3)
+    assert again["zero net"] == pytest.approx(again["zero critic"], abs=1e-6)
+
+
+def test_train_wgan_calls_on_iteration_after_every_generator_update():
+    gen = torch.Generator().manual_seed(5)
+    sample = lambda n: toy_2d("8gaussians", n, gen)  # noqa: E731
+    seen = []
+    train_wgan("ctransform", sample, noise_dim=2, data_dim=2, width=8, iterations=4, batch=8, generator=gen,
+               track_every=4, progress=False, on_iteration=lambda it, g: seen.append((it, isinstance(g, nn.Module))))
+    assert seen == [(1, True), (2, True), (3, True), (4, True)]
