@@ -94,7 +94,7 @@ def layer_factors(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, to
     return factors
 
 
-def _explicit_gradient(layer: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+def explicit_gradient(layer: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """The layer's per-sample gradient (n, C, P_layer), weight then bias, from its inputs and sensitivities:
     Conv2d: ∂f_c/∂W[o, k] = Σ_p δ_c[o, p] patch_p[k] (patches by F.unfold); Linear on (n, ..., fan-in) inputs:
     Σ over the middle positions of δ_c ⊗ a."""
@@ -128,9 +128,9 @@ def factorised_gram(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, block_
             parts1.append(("dense", layer.bias is not None, a1, d1))
             parts2.append(("dense", layer.bias is not None, a2, d2))
         else:
-            g1 = _explicit_gradient(layer, a1, d1)
+            g1 = explicit_gradient(layer, a1, d1)
             parts1.append(("explicit", None, None, g1))
-            parts2.append(("explicit", None, None, g1 if x2 is x1 else _explicit_gradient(layer, a2, d2)))
+            parts2.append(("explicit", None, None, g1 if x2 is x1 else explicit_gradient(layer, a2, d2)))
     # accumulated as (n1, C, n2, C), so that each layer's product is added without a permuted copy
     gram = torch.zeros(n1, C, n2, C, dtype=f1[0][2].dtype, device=f1[0][2].device)
     block = block_rows or max(1, (1 << 24) // max(1, n2 * C * C))

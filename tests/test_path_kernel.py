@@ -332,3 +332,51 @@ def test_masked_gd_outputs_match_separate_training_runs(mlp):
                     p -= 0.4 * g
         torch.testing.assert_close(outputs[k], model(xq).detach(), rtol=0, atol=1e-12)
     assert (outputs[1] - outputs[0]).abs().max() > 1e-4     # removing points changes the outcome
+
+
+def test_pole_free_freezing_variation_and_cancellation_against_loops():
+    """Claim P6's pole-free statistics: ᾱ_i = argmin_a Σ_x (A − aK)² (checked against numpy's lstsq per training
+    point), the coefficient of variation of A/K where |K| ≥ 0.1 max|K| (a loop), and Σ|terms| / |Σ terms|."""
+    torch.manual_seed(3)
+    k = torch.randn(7, 4, dtype=torch.float64)
+    k[2, 1] = 1e-9                                                  # a pole of A/K at query 2, training point 1
+    a = k * torch.rand(1, 4, dtype=torch.float64) + 0.01 * torch.randn(7, 4, dtype=torch.float64)
+    kernel = PathKernel(query_train=k, weighted=a, train_train=torch.eye(4, dtype=torch.float64),
+                        initial=torch.zeros(7, 1, dtype=torch.float64), final=a.sum(1, keepdim=True))
+    frozen = kernel.least_squares_alpha()
+    assert frozen.shape == (7, 4)
+    for i in range(4):
+        expected = np.linalg.lstsq(k[:, i : i + 1].numpy(), a[:, i].numpy(), rcond=None)[0][0]
+        assert frozen[0, i].item() == pytest.approx(expected, rel=1e-12)
+    variation = kernel.alpha_variation(0.1)
+    for i in range(4):
+        kept = [(a[x, i] / k[x, i]).item() for x in range(7) if abs(k[x, i]) >= 0.1 * k[:, i].abs().max()]
+        assert variation[i].item() == pytest.approx(np.std(kept) / np.mean(np.abs(kept)), rel=1e-10)
+    assert np.isfinite(variation.numpy()).all()                     # the pole at (2, 1) is left out
+    assert kernel.alpha()[:, 1].abs().max() > 1e3                  # ... though A/K itself blows up there
+    cancellation = kernel.cancellation()
+    for x in range(7):
+        assert cancellation[x].item() == pytest.approx((a[x].abs().sum() / a[x].sum().abs()).item(), rel=1e-12)
+    inside = torch.tensor([True, True, False, True, False, True, True])
+    rebuilt = kernel.final + 0.1
+    assert kernel.relative_error(rebuilt, inside) == pytest.approx(
+        0.1 * int(inside.sum()) ** 0.5 / kernel.final[inside].norm().item(), rel=1e-12)
+
+
+def test_scalar_jacobian_matches_the_autograd_loop_and_falls_back():
+    """The layer-by-layer (n, P) Jacobian used by accumulate_path_kernel equals the loop of autograd.grad, at the
+    θ it is given (not the module's current one), and models outside Linear/Conv2d fall back to vmap(jacrev)."""
+    from kitlib.path_kernel import scalar_jacobian
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    theta, _ = flat_parameters(model)
+    shifted = theta + 0.1 * torch.randn_like(theta)
+    j = scalar_jacobian(model, x, shifted)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(shifted, model.parameters())
+    torch.testing.assert_close(j, per_sample_jacobian_loop(model, x)[:, 0], rtol=0, atol=1e-13)
+    odd = nn.Sequential(nn.Linear(2, 6), nn.LayerNorm(6), nn.Linear(6, 1)).double()
+    theta_odd, _ = flat_parameters(odd)
+    torch.testing.assert_close(scalar_jacobian(odd, x, theta_odd), per_sample_jacobian_loop(odd, x)[:, 0],
+                               rtol=0, atol=1e-13)
