@@ -74,7 +74,7 @@ def evaluate_termination(model, prefixes: torch.Tensor, total_length: int = EVAL
                          batch_size: int = 512) -> dict:
     """Greedy decodes of held-out ``prefixes`` (N, context) to ``total_length`` tokens in all: the number not
     terminated, the mean official repeat-4 in its evaluation form (over the continuations of 4 tokens or more;
-    0 when there are none) with their number, in its task form (shorter ones count 1), and the mean
+    NaN when there are none, as the official ``np.mean([])``) with their number, in its task form (shorter ones count 1), and the mean
     continuation length."""
     rows = []
     for start in range(0, len(prefixes), batch_size):
@@ -84,5 +84,5 @@ def evaluate_termination(model, prefixes: torch.Tensor, total_length: int = EVAL
     scored = ~repeats.isnan()
     lengths = torch.cat([d.lengths for d in rows]).double()
     return {"non-terminated": int((~terminated).sum()), "prefixes": len(terminated),
-            "repeat-4": float(repeats[scored].mean()) if scored.any() else 0.0, "repeat-4 scored": int(scored.sum()),
+            "repeat-4": float(repeats[scored].mean()) if scored.any() else math.nan, "repeat-4 scored": int(scored.sum()),
             "repeat-4 (task form)": float(repeats.nan_to_num(1.0).mean()), "length": float(lengths.mean())}

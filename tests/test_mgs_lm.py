@@ -86,6 +86,8 @@ def test_evaluate_termination_counts_decodes_without_eos_within_500_tokens():
     stopping = LoopLM(vocab_size=6, favoured_logit=-5.0, eos_logit=5.0)  # greedy stops at once
     result = evaluate_termination(stopping, prefixes)
     assert result["non-terminated"] == 0 and result["repeat-4 scored"] == 0 and result["repeat-4 (task form)"] == 1
+    # nothing to score: NaN, as the official np.mean([]); a 0.0 here would read as "no repetition at all"
+    assert math.isnan(result["repeat-4"])
 
 
 def test_moving_average_baseline_weighs_the_current_batch_095():
