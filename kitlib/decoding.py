@@ -362,3 +362,24 @@ def wilson_interval(count: int, total: int, z: float = 1.96) -> tuple[float, flo
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
     return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
+def st_forced_cost(lengths, epsilon: float) -> float:
+    """Relative perplexity increase that the ST layer's floor forces on held-out text (seq2seq-stop, S11).
+
+    An ST model gives a word at continuation step $t$ at most the mass $\\prod_{i\\le t}\\beta_i\\le
+    (1-\\varepsilon)^t$ left over by eos; a model sitting on its floor pays $-t\\ln(1-\\varepsilon)$ nats on that
+    word. A sentence whose continuation has ``n`` tokens (the last one eos; words at steps $1,\\dots,n-1$) pays
+    $-\\ln(1-\\varepsilon)\\,\\frac{(n-1)n}{2}$ nats; over held-out sentences with continuation lengths $n_j$ the
+    per-token cost and the perplexity factor are
+
+    $$c=\\frac{-\\ln(1-\\varepsilon)\\sum_j n_j(n_j-1)/2}{\\sum_j n_j},\\qquad \\text{forced cost}=e^{c}-1 .$$
+
+    A yardstick, not a bound: the eos step is ignored (where the ST model may gain), and the softmax model it
+    is compared with also spends some mass on eos at every step. ``lengths``: continuation lengths, eos
+    included (any iterable of ints). Returns the increase as a fraction (0.12 = +12 %)."""
+    n = torch.as_tensor(list(lengths), dtype=torch.float64)
+    if len(n) == 0 or bool((n < 1).any()):
+        raise ValueError("need at least one continuation, each of at least one token (eos)")
+    nats = -math.log1p(-epsilon) * float((n * (n - 1) / 2).sum()) / float(n.sum())
+    return math.expm1(nats)

@@ -15,7 +15,8 @@ as the official ``gpt2/st_utils.py`` wraps GPT-2. The model has the interface of
 perplexity (``kitlib.lm_training``), ``start(prefixes)`` / ``step(tokens, state)`` for ``kitlib.decoding``.
 There is no key/value cache: every step recomputes the forward pass over the last ``window`` tokens, and
 the decoding state is (token history (B, T), $\\log\\prod_{i<t}\\beta_i$ (B,)). Past ``window`` tokens the model
-sees only the most recent ``window`` of them (at positions 0 … window − 1), as GPT-2 does past its 1024.
+sees only the most recent ``window`` of them (at positions 0 … window − 1): our choice, so that decodes can
+run past the learned positions (GPT-2 itself has no sliding window).
 """
 
 from __future__ import annotations

@@ -148,3 +148,26 @@ def test_after_epoch_hook_sees_every_epoch_and_its_perplexity():
     assert [e for e, _, _ in seen] == [1, 2, 3]
     assert [p for _, p, _ in seen] == ppl and not any(training for _, _, training in seen)
     assert all(math.isfinite(p) for p in ppl)
+
+
+def test_st_forced_cost_against_a_loop_over_words():
+    """S11's yardstick: the closed form against a sum over every word of every sentence; and the cost of a
+    real ST layer sitting on its floor (σ(z_eos) = 1) over a uniform softmax, scored token by token."""
+    from kitlib.decoding import st_forced_cost
+    from kitlib.language_model import SelfTerminatingLayer
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=200).tolist()
+    for eps in (1e-3, 1e-2, 0.1):
+        nats = sum(-t * math.log(1 - eps) for n in lengths for t in range(1, n))
+        assert st_forced_cost(lengths, eps) == pytest.approx(math.exp(nats / sum(lengths)) - 1, rel=1e-12)
+    # floor-sitting ST layer: log p(word at step t) − log softmax_{V∖eos}(word) = t ln(1 − ε) exactly
+    vocab, eps, n = 6, 0.05, 30
+    logits = torch.zeros(1, n, vocab, dtype=torch.float64)
+    logits[..., -1] = 60.0  # σ(z_eos) = 1 in float64
+    log_p = SelfTerminatingLayer(eps, vocab - 1)(logits)[0]
+    extra = -(log_p[: n - 1, 0] - math.log(1 / (vocab - 1))).sum()
+    assert float(extra) == pytest.approx(-math.log(1 - eps) * (n - 1) * n / 2, rel=1e-9)
+    # a wrong yardstick (steps counted from 0) is off by a visible amount
+    wrong = math.expm1(-math.log(1 - 1e-2) * sum((m - 1) * (m - 2) / 2 for m in lengths) / sum(lengths))
+    assert abs(wrong - st_forced_cost(lengths, 1e-2)) > 0.05 * st_forced_cost(lengths, 1e-2)
