@@ -8,7 +8,9 @@ points, Δ_i = f_T(x_i) − f_0(x_i) ∈ R^C, fit one coefficient vector per tra
                                             number of ~10¹¹),
 
 and predict a query by β(x) + Σ_j K(x, x_j) α_j with β = f_0. Kernels: the path kernel, the tangent kernel at θ_0
-(the initial NTK) and a Gaussian (RBF) kernel, K_RBF(x, x') = exp(−‖x − x'‖² / 2h²) · I_C.
+(the initial NTK), a Gaussian (RBF) kernel, K_RBF(x, x') = exp(−‖x − x'‖² / 2h²) · I_C, and the final-feature
+kernel K_h(x, x') = (h_T(x) · h_T(x') + 1) · I_C, with h_T the input of the trained network's linear read-out (the
+read-out's share of the tangent kernel at θ_T: a network with a linear last layer is a linear model in h_T).
 """
 
 from __future__ import annotations
@@ -57,3 +59,11 @@ def rbf_predictions(x_train: torch.Tensor, targets: torch.Tensor, x_query: torch
     h0 = median_distance(x_train)
     return {s: kernel_predict(rbf_gram(x_query, x_train, s * h0),
                               fit_fixed_alpha(rbf_gram(x_train, x_train, s * h0), targets, rcond)) for s in scales}
+
+
+def final_feature_gram(model: torch.nn.Sequential, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h(a_i) · h(b_j) + 1, (n_a, n_b), where h = model[:-1] is everything before the final linear read-out
+    (its input features): the scalar final-feature kernel of claim P9, shared by all C outputs."""
+    with torch.no_grad():
+        features = model[:-1]
+        return features(a).flatten(1) @ features(b).flatten(1).T + 1

@@ -9,7 +9,9 @@ on the mean loss over the kept points,
 all copies at once (``torch.func.vmap`` over stacked parameters). The effect of removing a set S on a query x is
 ‖f_{θ_T(S)}(x) − f_{θ_T}(x)‖, compared between S = the top-k neighbours of x under a similarity (the path kernel
 and its competitors: input distance, the initial tangent kernel; :func:`top_k_indices`), k random points of the
-query's class (:func:`same_class_random_indices`) and random sets of k (:func:`removal_ratios`).
+query's class (:func:`same_class_random_indices`) and random sets of k (:func:`removal_ratios`). The claim's
+statistic divides each ranking's effect by that of random points of the query's own class
+(:func:`ratios_to_reference`), so that class membership alone does not count as "the neighbourhood matters".
 """
 
 from __future__ import annotations
@@ -92,3 +94,16 @@ def removal_ratios(change: torch.Tensor, n_rankings: int) -> tuple[torch.Tensor,
     random = change[n_rankings * n_q:]
     others = (random.sum(0) - random) / (len(random) - 1)
     return own / random.mean(0), random / others
+
+
+def ratios_to_reference(own: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Effects ``own`` (R, n_q) of R rankings divided by the mean effect of D reference draws ``reference``
+    (D, n_q) for the same query (D ≥ 2; in P10 the draws are random points of the query's predicted class):
+
+        ratio[r, q] = own[r, q] / mean_d reference[d, q],
+        null[d, q] = reference[d, q] / mean_{d' ≠ d} reference[d', q]
+
+    returns (ratio (R, n_q), null (D, n_q)): the null scores each reference draw like a ranking, against the
+    others (leave one out)."""
+    others = (reference.sum(0) - reference) / (len(reference) - 1)
+    return own / reference.mean(0), reference / others

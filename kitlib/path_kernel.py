@@ -209,6 +209,17 @@ class PathKernel:
         terms = self.weighted
         return terms.abs().sum(1) / terms.sum(1).abs()
 
+    def freeze_error_split(self, alpha: torch.Tensor, floor: float = 0.1) -> tuple[float, float]:
+        """Where a frozen α (n_q, n_train) loses: the gap to the exact kernel machine,
+        Σ_i (α_i K(x, x_i) − A(x, x_i)), split into the pairs away from the poles, |K(x, x_i)| ≥ floor ·
+        max_x |K(x, x_i)| (as in :meth:`alpha_variation`), and the near-pole rest; each part's norm over the
+        queries ÷ ‖f_T − f_0‖ (claim P6)."""
+        k = self.query_train
+        away = k.abs() >= floor * k.abs().max(dim=0, keepdim=True).values
+        gap = alpha * k - self.weighted
+        scale = (self.final - self.initial).norm()
+        return (float((gap * away).sum(1).norm() / scale), float((gap * ~away).sum(1).norm() / scale))
+
     def relative_error(self, rebuilt: torch.Tensor, queries: torch.Tensor | None = None) -> float:
         """‖rebuilt − f_T‖ / ‖f_T − f_0‖ over the queries (as :meth:`Reconstruction.relative_error`), or over the
         queries selected by the boolean mask ``queries`` (n_q,)."""

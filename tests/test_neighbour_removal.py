@@ -39,3 +39,16 @@ def test_removal_ratios_match_a_loop():
     # a set that is a copy of the random sets' mean scores 1
     change[0, 0] = random[:, 0].mean()
     assert math.isclose(removal_ratios(change, n_rankings)[0][0, 0], 1.0, rel_tol=1e-12)
+
+
+def test_ratios_to_reference_against_a_loop():
+    from kitlib.neighbour_removal import ratios_to_reference
+    g = torch.Generator().manual_seed(1)
+    own, reference = torch.rand(3, 5, generator=g) + 0.1, torch.rand(4, 5, generator=g) + 0.1
+    ratio, null = ratios_to_reference(own, reference)
+    for q in range(5):
+        for r in range(3):
+            assert abs(ratio[r, q] - own[r, q] / (sum(reference[d, q] for d in range(4)) / 4)) < 1e-6
+        for d in range(4):
+            rest = [reference[e, q] for e in range(4) if e != d]
+            assert abs(null[d, q] - reference[d, q] / (sum(rest) / 3)) < 1e-6

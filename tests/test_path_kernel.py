@@ -2,6 +2,7 @@
 closed forms for the linear model."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -380,3 +381,48 @@ def test_scalar_jacobian_matches_the_autograd_loop_and_falls_back():
     theta_odd, _ = flat_parameters(odd)
     torch.testing.assert_close(scalar_jacobian(odd, x, theta_odd), per_sample_jacobian_loop(odd, x)[:, 0],
                                rtol=0, atol=1e-13)
+
+
+def test_final_feature_gram_matches_a_loop_and_the_read_out_share_of_the_tangent_kernel():
+    from kitlib.kernel_fit import final_feature_gram
+    from kitlib.path_kernel import tangent_kernel_gram_loop
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    a, b = torch.randn(4, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    gram = final_feature_gram(net, a, b)
+    loop = torch.tensor([[float(torch.tanh(net[0](a[i])) @ torch.tanh(net[0](b[j])) + 1) for j in range(6)]
+                         for i in range(4)], dtype=torch.float64)
+    assert torch.allclose(gram, loop, atol=1e-12)
+    # it is the read-out layer's part of the tangent kernel: the full tangent kernel of the read-out alone
+    class Frozen(nn.Module):                                              # the features, with no parameters
+        def __init__(self, layers):
+            super().__init__()
+            self.layers = [layers]
+
+        def forward(self, x):
+            return self.layers[0](x).detach()
+
+    readout = nn.Sequential(Frozen(net[:-1]), net[-1])
+    full = tangent_kernel_gram_loop(readout, a, b)                        # (4, 6, 3, 3), read-out parameters only
+    assert torch.allclose(full, gram[:, :, None, None] * torch.eye(3, dtype=torch.float64), atol=1e-10)
+    # a wrong feature map (the pre-activation) is not it
+    wrong = net[0](a).detach() @ net[0](b).detach().T + 1
+    assert (wrong - gram).abs().max() > 1e-2
+
+
+def test_freeze_error_split_against_a_loop():
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    a = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    init, final = torch.zeros(5, 1, dtype=torch.float64), torch.randn(5, 1, generator=g, dtype=torch.float64)
+    pk = PathKernel(k, a, torch.eye(4, dtype=torch.float64), init, final)
+    alpha = torch.randn(1, 4, generator=g, dtype=torch.float64).expand(5, -1)
+    away, near = pk.freeze_error_split(alpha, 0.5)
+    parts = [[0.0] * 5, [0.0] * 5]
+    for i in range(4):
+        top = max(abs(float(k[x, i])) for x in range(5))
+        for x in range(5):
+            parts[0 if abs(float(k[x, i])) >= 0.5 * top else 1][x] += float(alpha[x, i] * k[x, i] - a[x, i])
+    scale = math.sqrt(sum(float(v) ** 2 for v in final.flatten()))
+    assert abs(away - math.sqrt(sum(v * v for v in parts[0])) / scale) < 1e-12
+    assert abs(near - math.sqrt(sum(v * v for v in parts[1])) / scale) < 1e-12
