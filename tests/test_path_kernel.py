@@ -390,8 +390,9 @@ def test_final_feature_gram_matches_a_loop_and_the_read_out_share_of_the_tangent
     net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
     a, b = torch.randn(4, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
     gram = final_feature_gram(net, a, b)
-    loop = torch.tensor([[float(torch.tanh(net[0](a[i])) @ torch.tanh(net[0](b[j])) + 1) for j in range(6)]
-                         for i in range(4)], dtype=torch.float64)
+    with torch.no_grad():
+        loop = torch.tensor([[float(torch.tanh(net[0](a[i])) @ torch.tanh(net[0](b[j])) + 1) for j in range(6)]
+                             for i in range(4)], dtype=torch.float64)
     assert torch.allclose(gram, loop, atol=1e-12)
     # it is the read-out layer's part of the tangent kernel: the full tangent kernel of the read-out alone
     class Frozen(nn.Module):                                              # the features, with no parameters
