@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "wall time of its last run record in DIR.")
     lister.add_argument("--out", type=Path, default=None, metavar="DIR", help="records folder (default: book/)")
     lister.add_argument("--notebooks", action="store_true",
-                        help="print only the paths of the written chapters' executed notebooks in DIR, longest run first")
+                        help="print only the paths of the written chapters' executed notebooks in DIR, "
+                             "longest run first")
     return parser
 
 

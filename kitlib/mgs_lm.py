@@ -74,8 +74,8 @@ def evaluate_termination(model, prefixes: torch.Tensor, total_length: int = EVAL
                          batch_size: int = 512) -> dict:
     """Greedy decodes of held-out ``prefixes`` (N, context) to ``total_length`` tokens in all: the number not
     terminated, the mean official repeat-4 in its evaluation form (over the continuations of 4 tokens or more;
-    NaN when there are none, as the official ``np.mean([])``) with their number, in its task form (shorter ones count 1), and the mean
-    continuation length."""
+    NaN when there are none, as the official ``np.mean([])``) with their number, in its task form (shorter ones
+    count 1), and the mean continuation length."""
     rows = []
     for start in range(0, len(prefixes), batch_size):
         rows.append(greedy(model, prefixes[start: start + batch_size], total_length - prefixes.shape[1]))

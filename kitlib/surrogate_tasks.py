@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .data import digits_split
+from .imbalance import per_class_recall
 from .sampling_search import SearchTrace
 
 
@@ -31,13 +32,10 @@ def imbalanced_subset(labels: np.ndarray, keep: dict[int, float], rng: np.random
 
 
 def balanced_error(weights: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """$1-$ macro recall of linear classifiers, batched: weights (K, d_in + 1, classes) → (K,)."""
+    """$1-$ macro recall of linear classifiers, batched: weights (K, d_in + 1, classes) → (K,); classes absent from
+    ``labels`` are left out of the mean (``kitlib.imbalance.per_class_recall`` gives them NaN)."""
     scores = features @ weights[:, :-1] + weights[:, -1:, :]
-    correct = (scores.argmax(-1) == labels).double()  # (K, n)
-    one_hot = torch.nn.functional.one_hot(labels, classes).double()  # (n, classes)
-    recall = (correct @ one_hot) / one_hot.sum(0).clamp(min=1)  # (K, classes)
-    present = one_hot.sum(0) > 0
-    return 1 - recall[:, present].mean(-1)
+    return 1 - per_class_recall(scores.argmax(-1), labels, classes).nanmean(-1)
 
 
 def imbalanced_digits(seed: int, dims: int, minority_fraction: float,
