@@ -7,7 +7,7 @@ JB     := $(VENV)/bin/jupyter-book
 # one thread: on 2 shared cores torch ran 4-30x faster than with two
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup execute render book test clean
+.PHONY: setup execute render book test course-check clean
 
 # Creates .venv once and reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,6 +35,11 @@ test: setup     ## unit tests + chapters (quick) + nbval re-execution + strict r
 	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $$($(PY) -m kitlib list --notebooks)
 	$(JB) build . -W -n --keep-going
+
+# The course pack of every chapter, built into _build/course and executed: every instructor check must print
+# "correct", every student check "not answered yet" (make test does this for two chapters).
+course-check: setup  ## student + instructor notebooks of every chapter, executed and verified
+	TQDM_DISABLE=1 $(PY) -m kitlib course --out _build/course --execute --jobs 2
 
 clean:
 	rm -rf _build book/*.ipynb book/*.json

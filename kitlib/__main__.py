@@ -1,4 +1,4 @@
-"""Command line: ``python -m kitlib run [SLUG ...]``, ``python -m kitlib seeds SLUG ...`` and ``list``.
+"""Command line: ``python -m kitlib run [SLUG ...]``, ``seeds SLUG ...``, ``list``, ``data`` and ``course``.
 
 Bad input (unknown slug, profile or device, CUDA asked for on a machine without it, a negative seed) is
 refused with exit status 2 before any work starts.
@@ -55,7 +55,7 @@ def _check_slugs(parser: argparse.ArgumentParser, slugs: list[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kitlib",
                                      description="Run and list the chapters of the executable book.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,seeds,list,data}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{run,seeds,list,data,course}")
 
     run = verbs.add_parser("run", help="execute chapters with papermill; write DIR/<slug>.ipynb and .json",
                            description="Execute chapters (all written ones when no slug is given) through "
@@ -106,7 +106,60 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument("--notebooks", action="store_true",
                         help="print only the paths of the written chapters' executed notebooks in DIR, "
                              "longest run first")
+
+    course = verbs.add_parser("course", help="the course pack: student and instructor notebooks of chapters",
+                              description="Write DIR/student/<slug>.ipynb (each exercise's solution replaced by an "
+                                          "answer cell), DIR/instructor/<slug>.ipynb (solutions in place) and "
+                                          "DIR/README.md, from chapters/<slug>.md (every written chapter when no "
+                                          "slug is given). With --execute, run every notebook and exit 0 only "
+                                          "if every instructor check prints 'correct' and every student check "
+                                          "'not answered yet'.")
+    course.set_defaults(subparser=course)
+    course.add_argument("slugs", nargs="*", metavar="SLUG", help=f"chapter slugs: {', '.join(SLUGS)}")
+    course.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. course/")
+    course.add_argument("--execute", action="store_true",
+                        help="execute every notebook (a minute or so each on one core) and verify the checks")
+    course.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="notebooks executed at a time with --execute (default 1)")
     return parser
+
+
+def _course(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .course import ExerciseFormatError
+    from .course_pack import build_pack, execute_pack, readme_text
+
+    _check_slugs(args.subparser, args.slugs)
+    slugs = args.slugs or [c.slug for c in written_chapters()]
+    out = args.out
+    if out.exists() and not out.is_dir():
+        args.subparser.error(f"--out {out} exists and is not a folder; name a folder, e.g. --out course/")
+    _writable_folder(out, verb="course")
+    try:
+        written = build_pack(slugs, out)
+    except ExerciseFormatError as err:
+        print(f"python -m kitlib course: {err}", file=sys.stderr)
+        return 2
+    checks = None
+    if args.execute:
+        bar = tqdm(total=len(written), desc="executing notebooks", unit="notebook")
+
+        def progress(check):
+            bar.update(1)
+            verdict = "ok" if check.ok else "FAILED: " + "; ".join(check.problems)
+            bar.write(f"{check.role}/{check.slug}.ipynb: {check.wall_s:.0f} s, {verdict}")
+
+        checks = execute_pack(slugs, out, jobs=args.jobs, progress=progress)
+        bar.close()
+    (out / "README.md").write_text(readme_text(slugs, checks=checks), encoding="utf-8")
+    print(f"wrote {len(written)} notebooks and README.md under {out}")
+    if checks is not None:
+        failed = [c for c in checks if not c.ok]
+        print(f"{len(checks) - len(failed)}/{len(checks)} notebooks verified"
+              + (f"; failed: {', '.join(f'{c.role}/{c.slug}' for c in failed)}" if failed else ""))
+        return 1 if failed else 0
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -164,7 +217,7 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _writable_folder(folder: Path) -> None:
+def _writable_folder(folder: Path, verb: str = "run") -> None:
     """Exit 2 with one line when the output folder cannot be created or written, before any chapter runs."""
     import tempfile
 
@@ -173,7 +226,7 @@ def _writable_folder(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        print(f"python -m kitlib run: --out {folder} cannot be created or written: {err.strerror or err}",
+        print(f"python -m kitlib {verb}: --out {folder} cannot be created or written: {err.strerror or err}",
               file=sys.stderr)
         sys.exit(2)
 
@@ -230,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return _seeds(args)
     if args.verb == "data":
         return _data(args)
+    if args.verb == "course":
+        return _course(args)
     return _list(args)
 
 

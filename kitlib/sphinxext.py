@@ -6,6 +6,8 @@
   when ``results/`` holds a full-profile record of that chapter.
 - ``{claims-index}``: every claim of every chapter in one table (chapter, id, statement, kind, hard/soft,
   measured, null, seeds held), from the records in ``book/`` and the sweeps in ``results/seeds/``.
+- ``{exercises-index}``: every exercise of every chapter (what it asks, minutes, what it builds on), with the
+  verdict its check printed in the executed notebook in ``book/`` and the chapter's quick wall time.
 
 Reading the records at render time means the pages can never disagree with the runs they describe.
 """
@@ -156,7 +158,53 @@ class ClaimsIndexDirective(_TableDirective):
         return self._render(lines)
 
 
+def _check_verdicts(notebook_path: Path) -> dict[str, str]:
+    """label → the line its check printed in the executed notebook ("exercise <label>: correct", ...)."""
+    import nbformat
+
+    from .course import exercise_cells
+
+    if not notebook_path.exists():
+        return {}
+    notebook = nbformat.read(notebook_path, as_version=4)
+    verdicts = {}
+    for pair in exercise_cells(notebook, str(notebook_path)):
+        outputs = notebook.cells[pair.check_index].get("outputs", [])
+        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+        verdicts[pair.label] = text.strip().splitlines()[-1] if text.strip() else ""
+    return verdicts
+
+
+class ExercisesIndexDirective(_TableDirective):
+    has_content = False
+    classes = ("kitlib-table", "full-width")
+
+    def run(self):
+        from .exercises import exercises_of
+
+        srcdir = Path(self.env.srcdir)
+        book, _ = _records(srcdir)
+        lines = ["| chapter (quick run) | exercise | write | what it asks | minutes | builds on | solution's check |",
+                 "|---|---|---|---|---|---|---|"]
+        for chapter in written_chapters(srcdir):
+            notebook = srcdir / "book" / f"{chapter.slug}.ipynb"
+            self.env.note_dependency(str(notebook))
+            verdicts = _check_verdicts(notebook)
+            record = book.get(chapter.slug)
+            wall = f", {record['wall_s']:.0f} s" if record else ""
+            link = f"{{doc}}`{chapter.slug} </book/{chapter.slug}>`{wall}"
+            for exercise in exercises_of(chapter.slug):
+                said = verdicts.get(exercise.label, "")
+                verdict = ("✓ correct" if said.endswith(": correct") else
+                           f"✗ {_cell(said)}" if said else "— (no executed notebook)")
+                lines.append(f"| {link} | {{ref}}`{exercise.label}` | `{exercise.function}` | "
+                             f"{_cell(exercise.asks)} | {exercise.minutes} | {_cell(exercise.prerequisites)} | "
+                             f"{verdict} |")
+        return self._render(lines)
+
+
 def setup(app):
+    app.add_directive("exercises-index", ExercisesIndexDirective)
     app.add_directive("claims-index", ClaimsIndexDirective)
     app.add_directive("scorecard", ScorecardDirective)
     app.add_directive("claims-comparison", ClaimsComparisonDirective)

@@ -26,6 +26,8 @@ def tiny_data_cache(tmp_path):
 
 
 def pytest_collection_modifyitems(items):
-    """The chapter runs (13-60 s each) first, the many short unit tests after them: with ``-n 2`` the short tests
-    then fill in around the long ones instead of one worker running the last chapter alone."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_chapters.py") else 1)
+    """The chapter runs (13-60 s each) and the executed course packs first, the many short unit tests after
+    them: with ``-n 2`` the short tests then fill in around the long ones instead of one worker running the last
+    chapter alone."""
+    long_runs = ("tests/test_chapters.py", "tests/test_course.py::test_the_pack_executes")
+    items.sort(key=lambda item: 0 if item.nodeid.startswith(long_runs) else 1)
