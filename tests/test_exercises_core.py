@@ -62,11 +62,27 @@ def test_expect_close_reports_shape_and_mismatches_without_the_values():
     with pytest.raises(WrongAnswer) as info:
         expect_close(want * torch.tensor([1.0, 1.0, 1.5], dtype=torch.float64), want, what="x")
     assert "1 of 3 entries" in str(info.value) and "1.23" not in str(info.value) and "4.5" not in str(info.value)
+    assert "of order 1e-1;" in str(info.value)
+    with pytest.raises(WrongAnswer) as info:
+        expect_close(torch.tensor(1.01), torch.tensor(1.0), what="the number")
+    assert str(info.value) == "the number differs from an independent computation"   # no error size: no value
+    with pytest.raises(WrongAnswer, match="float32 rounding"):
+        expect_close(want.float().double() * (1 + 1e-7), want, what="x", rtol=1e-9)
     with pytest.raises(WrongAnswer, match="NaN or infinite"):
         expect_close(torch.tensor([1.0, float("nan"), 3.0]), want, what="x")
     with pytest.raises(WrongAnswer, match="should be numbers"):
         expect_close("abc", want, what="x")
     expect_close(want.float(), want, what="x", rtol=1e-6)      # float32 of the same values passes
+
+
+def test_an_answer_that_crashes_on_a_hidden_input_gets_a_verdict(toy, capsys):
+    def square(x):
+        return float(10.0) ** 400.0 * x       # OverflowError, as a naive density in 650 dimensions
+
+    with pytest.raises(WrongAnswer, match="raised OverflowError on a hidden input") as info:
+        check_answer(TOY.label, square)
+    assert isinstance(info.value.__cause__, OverflowError)
+    assert "A right answer:" in capsys.readouterr().out
 
 
 def test_expect_between():

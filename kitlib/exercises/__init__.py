@@ -125,6 +125,10 @@ def check_answer(label: str, answer: Callable[..., Any]) -> bool:
     except WrongAnswer as err:
         print(f"exercise {label}: not right yet. {err}\nA right answer: {exercise.expected}")
         raise WrongAnswer(f"exercise {label}: {err}") from None
+    except Exception as err:       # the answer crashed on a hidden input (overflow, shape error, ...)
+        reason = f"your function raised {type(err).__name__} on a hidden input: {str(err)[:200]}"
+        print(f"exercise {label}: not right yet. {reason}\nA right answer: {exercise.expected}")
+        raise WrongAnswer(f"exercise {label}: {reason}") from err
     print(f"exercise {label}: correct")
     return True
 
@@ -156,9 +160,14 @@ def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: fl
     bad = np.abs(got_a - want_a) > atol + rtol * np.abs(want_a)
     bad &= finite
     if bad.any():
-        rel = np.abs(got_a - want_a)[bad] / np.maximum(np.abs(want_a)[bad], atol)
+        rel = float((np.abs(got_a - want_a)[bad] / np.maximum(np.abs(want_a)[bad], atol)).max())
+        hint = ("; an error this small is the size of float32 rounding: compute in float64"
+                if rel < 1e-4 else "")
+        if bad.size == 1:    # a relative error of one number would give the number away
+            raise WrongAnswer(f"{what} differs from an independent computation{hint}")
         raise WrongAnswer(f"{what}: {int(bad.sum())} of {bad.size} entries differ from an independent "
-                          f"computation (largest relative error {rel.max():.2g}; tolerance {rtol:g})")
+                          f"computation (largest relative error of order 1e{np.floor(np.log10(rel)):+.0f}; "
+                          f"tolerance {rtol:g}){hint}")
 
 
 def expect_between(got: Any, low: float, high: float, *, what: str) -> None:
