@@ -31,6 +31,12 @@ def _snis_ess_fraction(deltas, loss_changes, alpha, log_q):
     return weights @ deltas, float(1 / (weights**2).sum()) / len(weights)
 
 
+def _snis_ess_max_weight(deltas, loss_changes, alpha, log_q):
+    """Another ESS estimator, 1/max w̃, instead of the asked 1/Σw̃² (the two agree only when one weight is ~1)."""
+    weights = torch.softmax(-loss_changes / alpha - log_q, dim=0)
+    return weights @ deltas, float(1 / weights.max())
+
+
 def _official_log_q(deltas, direction):
     square = -0.5 * (deltas * deltas).sum(-1)
     return torch.logaddexp(square, square + deltas @ direction - 0.5 * direction @ direction) - math.log(2)
@@ -80,13 +86,25 @@ def _density_sum_not_mean(deltas, centre, sigma):
     return constant + torch.logaddexp(zero, guided)
 
 
+def _density_naive(deltas, centre, sigma):
+    """The density itself, then its log (not log space): (2πσ²)^{−d/2} overflows a float in 650 dimensions at
+    σ = 0.03 (OverflowError), and the exponentials underflow."""
+    dim = deltas.shape[-1]
+    constant = (2 * math.pi * sigma**2) ** (-dim / 2)
+    zero = torch.exp(-0.5 * (deltas**2).sum(-1) / sigma**2)
+    guided = torch.exp(-0.5 * ((deltas - centre) ** 2).sum(-1) / sigma**2)
+    return torch.log(constant * (0.5 * zero + 0.5 * guided))
+
+
 WRONG_ANSWERS = {
     "sampling-ex-newton-alpha": {"no 1/q": _snis_without_q, "times q": _snis_times_q,
-                                 "naive exp": _snis_naive_exp, "ESS as a fraction": _snis_ess_fraction},
+                                 "naive exp": _snis_naive_exp, "ESS as a fraction": _snis_ess_fraction,
+                                 "ESS as 1/max weight": _snis_ess_max_weight},
     "sampling-ex-unguided-mgs": {"no 1/q": _mgs_without_q, "guided component only": _mgs_guided_component_only,
                                  "sign flipped": _mgs_sign_flipped},
     "sampling-ex-true-density": {"official formula": _density_official, "no constant": _density_no_constant,
-                                 "mean of logs": _density_mean_of_logs, "sum, not mean": _density_sum_not_mean},
+                                 "mean of logs": _density_mean_of_logs, "sum, not mean": _density_sum_not_mean,
+                                 "naive density (not log space)": _density_naive},
 }
 
 
@@ -112,6 +130,19 @@ def test_a_constant_in_the_official_log_q_is_accepted():
         return torch.softmax(-beta * (task_losses - current_loss) - log_q, dim=0) @ deltas
 
     assert check_answer("sampling-ex-unguided-mgs", shifted)
+
+
+def test_a_density_from_torch_distributions_normal_is_accepted():
+    """torch.distributions.Normal built from Python floats keeps its parameters in float32: the log-density is
+    right to float32 rounding of log σ and σ², an absolute error the check must accept."""
+    from kitlib.exercises import check_answer
+
+    def with_normal(deltas, centre, sigma):
+        zero = torch.distributions.Normal(0.0, sigma).log_prob(deltas).sum(-1)
+        guided = torch.distributions.Normal(centre, sigma).log_prob(deltas).sum(-1)
+        return torch.logaddexp(zero, guided) - math.log(2)
+
+    assert check_answer("sampling-ex-true-density", with_normal)
 
 
 def test_a_wrong_return_type_is_a_wrong_answer_not_a_crash():

@@ -119,3 +119,34 @@ def test_a_wrong_shape_is_a_wrong_answer_not_a_crash():
         check_answer("seq2seq-ex-stop-probability", lambda logits, eos_id, k, consistent: logits.softmax(-1))
     with pytest.raises(WrongAnswer):
         check_answer("seq2seq-ex-nucleus", lambda logits, top_p, eos_id=None: "all")
+
+
+def test_answers_that_accumulate_in_a_float32_tensor_are_accepted():
+    """A right answer that fills a default (float32) tensor row by row, or step by step with ∏β kept in
+    float32, differs from the float64 reference only by float32 rounding: not a wrong answer."""
+    from kitlib.exercises import check_answer
+
+    def stop_in_float32(logits, eos_id, k, consistent):
+        q = torch.zeros(len(logits))
+        for row, z in enumerate(logits):
+            keep = torch.zeros_like(z, dtype=torch.bool)
+            keep[z.topk(k).indices] = True
+            if consistent:
+                keep[eos_id] = True
+            probs = z.softmax(-1)
+            q[row] = probs[eos_id] * keep[eos_id] / (probs * keep).sum()
+        return q
+
+    def self_terminating_in_float32(logits, eos_id, epsilon):
+        batch, steps, vocab = logits.shape
+        out = torch.zeros(batch, steps, vocab)
+        survival = torch.ones(batch)
+        is_eos = torch.arange(vocab) == eos_id
+        for t in range(steps):
+            survival *= (1 - epsilon) * torch.sigmoid(logits[:, t, eos_id])
+            out[:, t] = survival[:, None] * logits[:, t].masked_fill(is_eos, -torch.inf).softmax(-1)
+            out[:, t, eos_id] = 1 - survival
+        return out
+
+    assert check_answer("seq2seq-ex-stop-probability", stop_in_float32)
+    assert check_answer("seq2seq-ex-self-terminating", self_terminating_in_float32)

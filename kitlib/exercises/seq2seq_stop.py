@@ -62,7 +62,8 @@ def _verify_stop_probability(answer) -> None:
         for consistent in (False, True):
             got = answer(logits.clone(), eos_id, k, consistent)
             want = stop_probability(logits, eos_id, top_k=k, consistent=consistent)
-            expect_close(got, want, rtol=1e-9, atol=1e-12,
+            # rtol 1e-6: an answer that stores q in a float32 tensor is right (relative error ~6e-8)
+            expect_close(got, want, rtol=1e-6, atol=1e-12,
                          what=f"q for {len(logits)} hidden rows (|V| = {vocab}, k = {k}, consistent={consistent})")
 
 
@@ -75,7 +76,9 @@ def _verify_self_terminating(answer) -> None:
         logits[..., eos_id] += 2.0  # σ(z_eos) near 1 on many steps, so the factor (1 − ε) shows
         got = answer(logits.clone(), eos_id, epsilon)
         want = SelfTerminatingLayer(epsilon, eos_id)(logits).exp()
-        expect_close(got, want, rtol=1e-9, atol=1e-12,
+        # probabilities: an answer that accumulates ∏β in a float32 tensor is right, and its error is absolute
+        # in p(eos) = 1 − ∏β (float32 rounding over up to 80 steps, the tolerance of S4 and S6)
+        expect_close(got, want, rtol=1e-6, atol=1e-6,
                      what=f"the probabilities (B, T, V) = {tuple(logits.shape)} at a hidden ε")
 
 
