@@ -31,7 +31,7 @@ book: execute render
 # Two pytest workers (one thread each): chapters run side by side on the two cores; nbval keeps each
 # notebook's cells together in one worker (--dist loadfile).
 test: setup     ## unit tests + chapters (quick) + nbval re-execution + strict render
-	TQDM_DISABLE=1 $(PY) -m pytest -n 2 tests
+	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --durations=25 tests
 	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $$($(PY) -m kitlib list --notebooks)
 	$(JB) build . -W -n --keep-going

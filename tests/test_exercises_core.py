@@ -68,6 +68,9 @@ def test_expect_close_reports_shape_and_mismatches_without_the_values():
     assert str(info.value) == "the number differs from an independent computation"   # no error size: no value
     with pytest.raises(WrongAnswer, match="float32 rounding"):
         expect_close(want.float().double() * (1 + 1e-7), want, what="x", rtol=1e-9)
+    with pytest.raises(WrongAnswer) as info:             # an absolute tolerance is named as such, no float32 hint
+        expect_close(want + 2e-7, want, what="x", rtol=0, atol=1e-7)
+    assert "absolute tolerance 1e-07" in str(info.value) and "float32" not in str(info.value)
     with pytest.raises(WrongAnswer, match="NaN or infinite"):
         expect_close(torch.tensor([1.0, float("nan"), 3.0]), want, what="x")
     with pytest.raises(WrongAnswer, match="should be numbers"):

@@ -162,12 +162,13 @@ def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: fl
     if bad.any():
         rel = float((np.abs(got_a - want_a)[bad] / np.maximum(np.abs(want_a)[bad], atol)).max())
         hint = ("; an error this small is the size of float32 rounding: compute in float64"
-                if rel < 1e-4 else "")
+                if rtol > 0 and rel < 1e-4 else "")
         if bad.size == 1:    # a relative error of one number would give the number away
             raise WrongAnswer(f"{what} differs from an independent computation{hint}")
+        tolerance = f"relative tolerance {rtol:g}" if rtol > 0 else f"absolute tolerance {atol:g}"
         raise WrongAnswer(f"{what}: {int(bad.sum())} of {bad.size} entries differ from an independent "
                           f"computation (largest relative error of order 1e{np.floor(np.log10(rel)):+.0f}; "
-                          f"tolerance {rtol:g}){hint}")
+                          f"{tolerance}){hint}")
 
 
 def expect_between(got: Any, low: float, high: float, *, what: str) -> None:
