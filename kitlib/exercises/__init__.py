@@ -161,8 +161,8 @@ def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: fl
     bad &= finite
     if bad.any():
         rel = float((np.abs(got_a - want_a)[bad] / np.maximum(np.abs(want_a)[bad], atol)).max())
-        hint = ("; an error this small is the size of float32 rounding: compute in float64"
-                if rtol > 0 and rel < 1e-4 else "")
+        hint = ("; an error this small usually comes from float32 rounding (compute in float64) or from too "
+                "coarse a numerical method (grid, iterations)" if rtol > 0 and rel < 1e-4 else "")
         if bad.size == 1:    # a relative error of one number would give the number away
             raise WrongAnswer(f"{what} differs from an independent computation{hint}")
         tolerance = f"relative tolerance {rtol:g}" if rtol > 0 else f"absolute tolerance {atol:g}"
