@@ -89,6 +89,13 @@ def _entropy_bits(u, v):
     return float(-(log_p.exp() * log_p).sum() / math.log(2))
 
 
+def _entropy_naive_exp(u, v):
+    """p = e^s / Σ e^s without subtracting the maximum: NaN once some s exceeds log(float64 max) ≈ 709.8."""
+    e = torch.exp((u @ v.T).flatten())
+    p = e / e.sum()
+    return float(-(p * torch.log(p)).sum())
+
+
 WRONG_ANSWERS = {
     "dimension-ex-temperature": {"r instead of r squared": _temperature_radius_once,
                                  "sin^(n-1)": _temperature_wrong_power, "r ignored": _temperature_ignored,
@@ -96,7 +103,7 @@ WRONG_ANSWERS = {
     "dimension-ex-heads": {"8.33 log L": _heads_linear_rule, "log L, not 2 log L": _heads_one_log,
                            "bits": _heads_bits, "rounded up": _heads_rounded_up},
     "dimension-ex-entropy": {"per row": _entropy_per_row, "unweighted mean": _entropy_unweighted,
-                             "bits": _entropy_bits},
+                             "bits": _entropy_bits, "naive exp": _entropy_naive_exp},
 }
 
 
@@ -130,3 +137,20 @@ def test_a_head_size_from_brentq_on_a_scipy_quadrature_is_accepted():
         return brentq(lambda n: 2 * math.log(seq_len) + h_quad(n), 2.0, 20 * math.log(seq_len) + 50, xtol=1e-8)
 
     assert check_answer("dimension-ex-heads", critical_head_size)
+
+
+def test_the_naive_exp_fails_only_on_the_overflowing_case():
+    """The naive softmax is right on the first four hidden tables; only the self-paired n = 720 case rejects it."""
+    import pytest
+
+    from kitlib.exercises import WrongAnswer, get_exercise
+
+    seen = []
+
+    def naive_logging(u, v):
+        seen.append(u.shape[1])
+        return _entropy_naive_exp(u, v)
+
+    with pytest.raises(WrongAnswer, match="NaN or infinite"):
+        get_exercise("dimension-ex-entropy").verify(naive_logging)
+    assert seen == [4, 12, 30, 48, 720]
