@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from kitlib.exercises import Exercise, WrongAnswer, expect_close, hidden_generator
-from kitlib.imbalance import f1_weights, logit_adjusted_loss, posthoc_adjust
+from kitlib.imbalance import logit_adjusted_loss, posthoc_adjust
 
 
 def _binary_problems(label: str):
@@ -30,11 +30,29 @@ def _multiclass_problems(label: str):
         yield logits, targets, counts, tau
 
 
+def _smoothed_fbeta(p: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """F_β = (1 + β²) Σ y p / (β² Σ y + Σ p), true and predicted positives counted with probabilities."""
+    return (1 + beta ** 2) * (y * p).sum() / (beta ** 2 * y.sum() + p.sum())
+
+
 def _verify_f1(answer) -> None:
-    for logits, targets in _binary_problems("class-imbalance-ex-f1"):
-        got = answer(logits.clone(), targets.clone())
-        expect_close(got, f1_weights(logits, targets), rtol=1e-6,
-                     what=f"the weights for {len(logits)} hidden examples")
+    """The weights must be |∂F_β/∂p_i| up to one positive factor: the reference differentiates F_β by
+    autograd (no formula for the weights is written here), and both are normalised to sum 1."""
+    g = hidden_generator("class-imbalance-ex-f1", salt=1)
+    for (logits, targets), beta in zip(_binary_problems("class-imbalance-ex-f1"), (0.5, 1.0, 2.0, 3.0, 1.5)):
+        beta = float(beta * (0.9 + 0.2 * torch.rand((), generator=g)))
+        p = torch.sigmoid(logits).detach().requires_grad_(True)
+        (slope,) = torch.autograd.grad(_smoothed_fbeta(p, targets.double(), beta), p)
+        want = slope.abs()
+        got = answer(logits.clone(), targets.clone(), beta)
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            raise WrongAnswer(f"the answer should be a tensor of {len(want)} weights, one per example")
+        got = got.detach().double()
+        if not bool((got > 0).all()):
+            raise WrongAnswer("every weight should be positive")
+        expect_close(got / got.sum(), want / want.sum(), rtol=1e-6,
+                     what=f"the weights for {len(logits)} hidden examples (β drawn in [0.45, 3.3], any common "
+                          f"positive factor allowed)")
 
 
 def _verify_posthoc(answer) -> None:
@@ -64,21 +82,22 @@ def _verify_adjusted_loss(answer) -> None:
 
 EXERCISES = [
     Exercise(
-        label="class-imbalance-ex-f1", chapter="class-imbalance", function="f1_loss_weights",
-        asks="Write the per-example weights that turn binary cross-entropy's gradient into smoothed F1's (CI2).",
-        expected="weight 1 − F1/2 for each positive and F1/2 for each negative, with F1 the smoothed F1 "
-                 "2Σyp/(Σy + Σp) of the current probabilities p = σ(z), as a tensor of one weight per example",
-        minutes=10, prerequisites="section 1 (CI2); `smoothed_f1`", verify=_verify_f1),
+        label="class-imbalance-ex-f1", chapter="class-imbalance", function="fbeta_loss_weights",
+        asks="Derive and write the per-example cross-entropy weights that smoothed F_β asks for (CI2 for any β).",
+        expected="weights proportional to |∂F_β/∂p_i| with F_β held constant: one value for every positive and "
+                 "another for every negative, both depending on the current smoothed F_β and on β (they reduce "
+                 "to CI2's 1 − F1/2 and F1/2 at β = 1); any common positive factor is accepted",
+        minutes=20, prerequisites="section 1 (CI1, CI2)", verify=_verify_f1),
     Exercise(
         label="class-imbalance-ex-posthoc", chapter="class-imbalance", function="posthoc_predictions",
         asks="Write post-hoc logit adjustment: the class predicted from logits, training class counts and τ.",
         expected="for each row, the index of the largest z_y − τ log π_y, with π_y = n_y / Σn the training prior "
                  "(rare classes are favoured, so the sign of the shift matters)",
-        minutes=10, prerequisites="section 2 (CI3); `posthoc_adjust`", verify=_verify_posthoc),
+        minutes=5, prerequisites="section 2 (CI3)", verify=_verify_posthoc),
     Exercise(
         label="class-imbalance-ex-adjusted-loss", chapter="class-imbalance", function="logit_adjusted_cross_entropy",
         asks="Write the logit-adjusted cross-entropy from logits, targets, class counts and τ.",
         expected="the mean over examples of the softmax cross-entropy of z + τ log π (the prior added inside the "
                  "loss, the opposite sign of post-hoc adjustment), differentiable in the logits",
-        minutes=15, prerequisites="sections 2–3 (CI3, CI4); `logit_adjusted_loss`", verify=_verify_adjusted_loss),
+        minutes=10, prerequisites="sections 2–3 (CI3, CI4)", verify=_verify_adjusted_loss),
 ]
