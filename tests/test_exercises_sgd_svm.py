@@ -121,3 +121,39 @@ def test_the_loss_weighted_identity_beta_minus_k_tilde_is_the_euler_sum():
     derivative = lambda f, t: (f - t.squeeze(-1)) / len(t)
     kernel = accumulate_path_kernel(copy.deepcopy(model), derivative, x, y, xq, 0.1, 10)
     assert torch.allclose(beta - k_tilde.sum(1), kernel.kernel_machine().squeeze(-1), rtol=1e-10, atol=1e-12)
+
+
+def test_every_hidden_hessian_has_a_positive_dominant_eigenvalue_with_a_gap():
+    """The check's tolerance rests on λ₁ = λ_max > 0 being the largest in magnitude with |λ₂|/λ₁ ≤ 0.7 (60
+    iterations then leave a Rayleigh error ~0.7¹²⁰): by construction for the quadratics, measured here for all."""
+    from kitlib.exercises.sgd_svm import _stability_problems
+
+    for loss, theta, top in _stability_problems("sgd-svm-ex-stability"):
+        eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))
+        magnitudes = eigenvalues.abs().sort(descending=True).values
+        assert abs(float(eigenvalues.max()) - float(top)) <= 1e-12 * float(top)
+        assert float(eigenvalues.max()) == float(magnitudes[0]) > 0
+        assert float(magnitudes[1]) <= 0.7 * float(magnitudes[0])
+
+
+def _threshold(loss_fn, theta, v0, iterations):
+    return 2 / _power_iteration(loss_fn, theta, v0, iterations)[0]
+
+
+def test_the_checks_leave_the_global_random_state_alone(monkeypatch):
+    """A check draws its hidden inputs (the hidden network's weights included) from its own generator: the
+    chapter's CPU random state does not move and no global seeding (CPU or CUDA) happens."""
+    from kitlib.exercises import get_exercise
+
+    def no_global_seeding(*args, **kwargs):
+        raise AssertionError("a check seeded a global random generator")
+
+    for name in ("manual_seed", "seed"):
+        monkeypatch.setattr(torch, name, no_global_seeding)
+        monkeypatch.setattr(torch.random, name, no_global_seeding)
+    for name in ("manual_seed", "manual_seed_all", "seed", "seed_all"):
+        monkeypatch.setattr(torch.cuda, name, no_global_seeding)
+    state = torch.get_rng_state()
+    get_exercise("sgd-svm-ex-stability").verify(_threshold)
+    get_exercise("sgd-svm-ex-lossweighted").verify(_path_kernel_variant)
+    assert torch.equal(state, torch.get_rng_state())

@@ -137,3 +137,19 @@ def test_the_checks_leave_the_global_random_state_alone():
     except AssertionError:
         pass
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_a_near_miss_median_gets_the_not_a_minimum_message():
+    """A point 2e-7 from the median (a general-purpose minimiser stopped at its default tolerance) fails the
+    first-order test, with the message that says why, before the distance test can fail it."""
+    import pytest
+
+    from kitlib.exercises import WrongAnswer, get_exercise
+
+    def near_miss(points):
+        y = _weiszfeld(points, 2000)
+        return y + 2e-7 * np.ones_like(y) / np.sqrt(len(y))
+
+    get_exercise("wgan-ex-m").verify(lambda p: _weiszfeld(p, 2000))          # the same iteration, converged, passes
+    with pytest.raises(WrongAnswer, match="not a minimum"):
+        get_exercise("wgan-ex-m").verify(near_miss)

@@ -110,9 +110,12 @@ def _verify_median(answer) -> None:
             raise WrongAnswer(f"{what} should be one point of shape ({dim},), got shape {tuple(got.shape)}")
         units = got - points
         units = units / np.maximum(np.linalg.norm(units, axis=1, keepdims=True), 1e-300)
-        if np.linalg.norm(units.mean(axis=0)) > 1e-6:     # ∇ of the mean distance: zero at the minimum
+        # ∇ of the mean distance: zero at the minimum. Converged Weiszfeld reaches ~1e-12; 1e-9 sends a near-miss
+        # (a general-purpose minimiser stopped early) to this message, and a point that passes lies within ~3e-9
+        # of the median (the smallest Hessian eigenvalue on these clouds is above 0.3), inside the test below
+        if np.linalg.norm(units.mean(axis=0)) > 1e-9:
             raise WrongAnswer(f"{what} is not a minimum of the mean distance: its gradient, the mean of the unit "
-                              f"vectors towards the point, is not zero there")
+                              f"vectors towards the point, is not zero there (its norm is above 1e-9)")
         expect_close(got, weiszfeld_median(points), rtol=0.0, atol=1e-7, what=what)
 
 
