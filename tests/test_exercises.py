@@ -71,6 +71,28 @@ def test_the_chapter_solution_passes_its_check(slug, pair, source, capsys):
     assert capsys.readouterr().out.strip().endswith(f"exercise {pair.label}: correct")
 
 
+SEEDING = [("torch", "manual_seed"), ("torch", "seed"), ("torch.random", "manual_seed"), ("torch.random", "seed"),
+           ("torch.cuda", "manual_seed"), ("torch.cuda", "manual_seed_all"), ("torch.cuda", "seed"),
+           ("torch.cuda", "seed_all"), ("numpy.random", "seed")]
+
+
+@pytest.mark.parametrize("slug, pair, source", list(_solutions()))
+def test_a_check_never_touches_the_chapter_random_state(slug, pair, source, monkeypatch):
+    """Hidden inputs come from the check's own generators: no global seeding (torch.manual_seed would also
+    reseed CUDA, which fork_rng(devices=[]) does not restore), and the CPU and numpy states are left as found."""
+    import importlib
+
+    answer = _define(source, pair.function)
+    for module, name in SEEDING:
+        def refuse(*args, _name=f"{module}.{name}", **kwargs):
+            raise AssertionError(f"the check of {pair.label} called {_name}")
+        monkeypatch.setattr(importlib.import_module(module), name, refuse)
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+    assert check_answer(pair.label, answer) is True
+    assert torch.equal(torch_state, torch.get_rng_state())
+    assert all(np.array_equal(a, b) for a, b in zip(numpy_state[1:3], np.random.get_state()[1:3]))
+
+
 @pytest.mark.parametrize("slug, pair, source", list(_solutions()))
 def test_an_empty_answer_cell_reports_not_answered(slug, pair, source, capsys):
     stub = student_answer_source(source, pair.label)

@@ -18,21 +18,30 @@ def _lamb(stack, x, y, lr, step_of):
 
 
 def _per_layer(w, g, lr):
-    return torch.stack([lr * w[i].norm() * g[i].sign() / w[i].numel() ** 0.5 for i in range(w.shape[0])])
+    """LAMB's first step, layer by layer: lr ‖w_l‖ s/‖s‖ with s = sign(g_l)."""
+    return torch.stack([lr * w[i].norm() * g[i].sign() / g[i].sign().norm() for i in range(w.shape[0])])
 
 
 def _whole_tensor_norm(stack, x, y, lr):
-    """The norm of the whole (L, d, d) tensor instead of each layer's (too large by about √L)."""
-    return _lamb(stack, x, y, lr, lambda w, g, lr: lr * w.norm() * g.sign() / w[0].numel() ** 0.5)
+    """The norms of the whole (L, d, d) tensors instead of each layer's (too large by about √L)."""
+    return _lamb(stack, x, y, lr, lambda w, g, lr: lr * w.norm() * g.sign() / g.sign().norm())
 
 
-def _no_numel(stack, x, y, lr):
-    """The 1/√numel forgotten: each step's norm is η‖w_l‖√numel, not η‖w_l‖."""
-    return _lamb(stack, x, y, lr, lambda w, g, lr: _per_layer(w, g, lr) * w[0].numel() ** 0.5)
+def _no_sign_norm(stack, x, y, lr):
+    """The 1/‖s‖ forgotten: each step's norm is η‖w_l‖‖sign g_l‖ ≈ η‖w_l‖√numel, not η‖w_l‖."""
+    return _lamb(stack, x, y, lr, lambda w, g, lr: torch.stack([lr * w[i].norm() * g[i].sign()
+                                                                for i in range(w.shape[0])]))
+
+
+def _sqrt_numel(stack, x, y, lr):
+    """1/√numel in place of LAMB's 1/‖sign g_l‖: the same where no gradient entry is 0, too small by
+    √(share of non-zero entries) in a layer where ReLU leaves a row and a column of the gradient at 0."""
+    return _lamb(stack, x, y, lr, lambda w, g, lr: torch.stack([lr * w[i].norm() * g[i].sign() / w[i].numel() ** 0.5
+                                                                for i in range(w.shape[0])]))
 
 
 def _adam_sign_step(stack, x, y, lr):
-    """Adam's first step η sign(g): the ‖w_l‖/√numel scale of LAMB left out."""
+    """Adam's first step η sign(g): LAMB's trust ratio ‖w_l‖/‖sign g_l‖ left out."""
     return _lamb(stack, x, y, lr, lambda w, g, lr: lr * g.sign())
 
 
@@ -123,8 +132,8 @@ def _bits(losses, counts, tokens, window, margin):
 
 
 WRONG_ANSWERS = {
-    "deepnet-ex-lamb": {"whole-tensor norm": _whole_tensor_norm, "no 1/sqrt(numel)": _no_numel,
-                        "Adam sign step": _adam_sign_step, "mean not rms": _mean_not_rms,
+    "deepnet-ex-lamb": {"whole-tensor norm": _whole_tensor_norm, "no 1/|s|": _no_sign_norm,
+                        "1/sqrt(numel) for 1/|s|": _sqrt_numel, "Adam sign step": _adam_sign_step, "mean not rms": _mean_not_rms,
                         "stack changed": _in_place},
     "deepnet-ex-gains": {"SGD step": _sgd_step, "trainable ignored": _trainable_ignored,
                          "mean of norms": _mean_of_norms},
@@ -157,8 +166,9 @@ def test_the_checks_leave_the_global_random_state_alone():
 
 
 def test_the_lamb_reference_steps_each_layer_by_eta_times_its_norm():
-    """The reference's step, read back from the weights: ‖Δw_l‖ = η‖w_l‖ for every layer and matrix (times
-    √(share of non-zero gradient entries): sign(0) = 0), and the reference's update from those weights."""
+    """The step written out layer by layer, read back from the weights: ‖Δw_l‖ = η‖w_l‖ for every layer and
+    matrix, also in a layer where ReLU leaves gradient entries at 0; and the reference's update (a tensor
+    expression through functional_call) equals the update from those weights."""
     from kitlib.deepnorm import FFNStack
     from kitlib.exercises.deepnet_residual import _lamb_reference
     from kitlib.update_size import half_squared_error
@@ -166,17 +176,35 @@ def test_the_lamb_reference_steps_each_layer_by_eta_times_its_norm():
     g = torch.Generator().manual_seed(0)
     stack = FFNStack(8, 3, "deepnorm", generator=g).double()
     x, y = torch.randn(2, 4, 8, generator=g, dtype=torch.float64)
+    before = {k: v.clone() for k, v in stack.state_dict().items()}
     stepped = copy.deepcopy(stack)
     half_squared_error(stepped(x), y).backward()
-    stepped_grads = {id(w): w.grad.clone() for w in (stepped.w1, stepped.w2)}
+    assert any((w.grad == 0).any() for w in (stepped.w1, stepped.w2))   # relu leaves some gradients at 0
     with torch.no_grad():
         for w in (stepped.w1, stepped.w2):
             w -= _per_layer(w, w.grad, 0.01)
     for old, new in ((stack.w1, stepped.w1), (stack.w2, stepped.w2)):
         for layer in range(3):
-            nonzero = (stepped_grads[id(new)][layer] != 0).double().mean()   # relu leaves some gradients at 0
-            assert torch.isclose((new[layer] - old[layer]).norm(), 0.01 * old[layer].norm() * nonzero.sqrt(),
-                                 rtol=1e-12)
+            assert torch.isclose((new[layer] - old[layer]).norm(), 0.01 * old[layer].norm(), rtol=1e-12)
     with torch.no_grad():
         update = float((stepped(x) - stack(x)).pow(2).sum(-1).mean().sqrt())
     assert abs(_lamb_reference(stack, x, y, 0.01) / update - 1) < 1e-12
+    assert all(torch.equal(v, before[k]) for k, v in stack.state_dict().items())
+    assert stack.w1.grad is None and stack.w2.grad is None
+
+
+def test_the_gains_suggestion_separates_gains_from_biases():
+    """The two selections the notes suggest: weight matrices plus the LayerNorm gains, and weight matrices plus
+    the blocks' other biases — no embeddings, no LayerNorm bias in either."""
+    from kitlib.tiny_transformers import TinyTransformerLM, is_weight_matrix
+
+    names = [n for n, _ in TinyTransformerLM(11, 2, "su_adam", width=16, ffn_width=32, heads=2, context=12)
+             .named_parameters()]
+    gains = [n for n in names if is_weight_matrix(n) or n.endswith("ln_attn.weight") or n.endswith("ln_ffn.weight")]
+    biases = [n for n in names
+              if is_weight_matrix(n) or (n.startswith("blocks.") and n.endswith(".bias") and ".ln_" not in n)]
+    matrices = {n for n in names if is_weight_matrix(n)}
+    assert {n for n in gains if n not in matrices} == {f"blocks.{i}.ln_{s}.weight" for i in (0, 1)
+                                                       for s in ("attn", "ffn")}
+    assert {n for n in biases if n not in matrices} == {f"blocks.{i}.{p}.bias" for i in (0, 1)
+                                                        for p in ("q", "k", "v", "o", "fc1", "fc2")}

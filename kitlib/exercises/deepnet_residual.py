@@ -1,16 +1,15 @@
 """Exercises of the `deepnet-residual` chapter, each verified on hidden inputs against an independent
-computation: a LAMB-style step written out as a loop over layers here, Adam's first step as
+computation: LAMB's first step as one tensor expression over the layers, applied with
+torch.func.functional_call (its step size is tested in tests/test_exercises_deepnet_residual.py), Adam's first step as
 kitlib.update_size.one_step_update (torch's Adam; tested in tests/test_deepnorm.py to be a sign step and to move
 only the parameters it is asked to), and the plateau exit as a loop here with kitlib's unigram_cross_entropy
 (tested against a loop)."""
 
 from __future__ import annotations
 
-import copy
-import math
-
 import numpy as np
 import torch
+from torch.func import functional_call
 
 from kitlib.deepnorm import FFNStack
 from kitlib.exercises import Exercise, WrongAnswer, expect_close, hidden_generator
@@ -39,16 +38,19 @@ def _unchanged(model: torch.nn.Module, before: dict, what: str) -> None:
 
 # -- deepnet-ex-lamb --------------------------------------------------------------------------------------------
 def _lamb_reference(stack: FFNStack, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
-    """One step w_l ← w_l − η‖w_l‖ sign(g_l)/√(numel w_l) per layer and matrix, written out."""
-    stepped = copy.deepcopy(stack)
-    before = stepped(x)
-    half_squared_error(before, y).backward()
+    """LAMB's first step w_l ← w_l − η‖w_l‖ s_l/‖s_l‖, s_l = sign(g_l), as one tensor expression over all layers
+    of each (L, d, d) parameter (Frobenius norms over the last two dimensions), applied through
+    torch.func.functional_call on detached copies of the parameters: the stack itself is never stepped."""
+    params = {name: p.detach().clone().requires_grad_() for name, p in stack.named_parameters()}
+    before = functional_call(stack, params, (x,))
+    grads = torch.autograd.grad(half_squared_error(before, y), list(params.values()))
+    stepped = {}
+    for (name, w), g in zip(params.items(), grads):
+        s = g.sign()
+        ratio = torch.linalg.matrix_norm(w.detach()) / torch.linalg.matrix_norm(s)   # (L,): ‖w_l‖ / ‖s_l‖
+        stepped[name] = w.detach() - lr * ratio[:, None, None] * s
     with torch.no_grad():
-        for w in (stepped.w1, stepped.w2):
-            for layer in range(w.shape[0]):
-                step = lr * w[layer].norm() * w.grad[layer].sign() / math.sqrt(w[layer].numel())
-                w[layer] -= step
-        after = stepped(x)
+        after = functional_call(stack, stepped, (x,))
     return float((after - before.detach()).pow(2).sum(-1).mean().sqrt())
 
 
@@ -93,13 +95,14 @@ _SELECTIONS = {
 def _language_models(label: str):
     """Hidden float64 TinyTransformerLMs of 2 layers (width 16, FFN 32, 2 heads; Su's Adam constants with four
     parameter selections, Post-LN with two) and a batch of 4 windows of 13 tokens over 11 symbols. The weights are
-    drawn under a forked RNG seeded from the label: the chapter's global random state is left as it was."""
+    drawn under a forked CPU RNG whose state is set from the label's generator (no global seeding, which would
+    also reseed CUDA): the chapter's global random state is left as it was."""
     g = hidden_generator(label)
     for layers, norm, selections in ((2, "su_adam", tuple(_SELECTIONS)),
                                      (2, "post_ln", ("all parameters", "all but the LayerNorm parameters"))):
         seed = int(torch.randint(2**31 - 1, (), generator=g))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):   # restores the CPU state; CUDA's is never touched
+            torch.set_rng_state(torch.Generator().manual_seed(seed).get_state())
             model = TinyTransformerLM(11, layers, norm, width=16, ffn_width=32, heads=2, context=12).double()
         windows = torch.randint(11, (4, 13), generator=g)
         yield model, windows, selections
@@ -177,12 +180,12 @@ def _verify_warmup(answer) -> None:
 EXERCISES = [
     Exercise(
         label="deepnet-ex-lamb", chapter="deepnet-residual", function="lamb_update",
-        asks="Measure the output change ‖ΔF‖ of one LAMB-style sign step, scaled per layer to η‖w_l‖, of a "
-             "feed-forward stack.",
+        asks="Measure the output change ‖ΔF‖ of LAMB's first step (a sign step with LAMB's trust ratio, of norm "
+             "η‖w_l‖ per layer) on a feed-forward stack.",
         expected="one step on a copy of the stack: every layer's w1[l] and w2[l] moved by "
-                 "−η‖w[l]‖ sign(g[l])/√(numel w[l]) with g the gradient of ½ mean ‖F(x) − y‖², then the rms over "
+                 "−η‖w[l]‖ s/‖s‖ with s = sign(g[l]) and g the gradient of ½ mean ‖F(x) − y‖², then the rms over "
                  "the samples of ‖F(x; θ′) − F(x; θ)‖, as a float; the stack itself unchanged",
-        minutes=20, prerequisites="sections 1–2 (Su's LAMB row, C2-05, C2-06); `FFNStack`, `half_squared_error`",
+        minutes=20, prerequisites="sections 1–2 (Su's LAMB row, C2-05, C2-06); `FFNStack`",
         verify=_verify_lamb),
     Exercise(
         label="deepnet-ex-gains", chapter="deepnet-residual", function="first_adam_update",
@@ -192,7 +195,8 @@ EXERCISES = [
                  "(torch Adam's first step), g the gradient of the next-token cross-entropy of "
                  "model.head(model.features(windows[:, :-1])) against windows[:, 1:]; then the rms over positions "
                  "of ‖ΔF‖ with F = model.features(windows[:, :-1]), as a float",
-        minutes=25, prerequisites="section 4 (C2-19, the 'Adam, all parameters' panel); `lm_one_step_update`",
+        minutes=25, prerequisites="section 4 (C2-19, the 'Adam, all parameters' panel); `TinyTransformerLM`, "
+                                  "`is_weight_matrix`",
         verify=_verify_gains),
     Exercise(
         label="deepnet-ex-warmup", chapter="deepnet-residual", function="plateau_exit_step",
@@ -200,6 +204,6 @@ EXERCISES = [
         expected="the unigram loss −mean log(n_t/Σn) over the tokens, then the first t (counting steps from 1) "
                  "at which the mean of the last `window` losses up to step t is below it by more than `margin`, "
                  "or None if no such step",
-        minutes=15, prerequisites="section 5 (C2-10, C2-10w); `unigram_cross_entropy`, `train_language_model`",
+        minutes=15, prerequisites="section 5 (C2-10, C2-10w; the character-frequency plateau)",
         verify=_verify_warmup),
 ]

@@ -107,7 +107,7 @@ EXERCISES = [
              "with m i.i.d. features (Lemma 2 divided by SM²).",
         expected="for each pair, (e^{‖q+k‖²} − 1)/m for positive features and 2 sinh²(‖q−k‖²/2)/m for "
                  "trigonometric ones (the MSE of Lemma 2 divided by e^{2q·k}), as a tensor of the batch shape",
-        minutes=15, prerequisites="sections 1–2 (PF1, PF2); `favor_features`, `softmax_kernel_mse`",
+        minutes=15, prerequisites="sections 1–2 (PF1, PF2; the paper's Lemma 2); `favor_features`",
         verify=_verify_variance),
     Exercise(
         label="performer-ex-midpoint", chapter="performer", function="quantile_bias",
@@ -116,12 +116,12 @@ EXERCISES = [
         expected="(1/m) Σ_i E_u[e^{R_i r u₁}] e^{−r²/2} − 1, with r = ‖q + k‖, u uniform on the unit sphere "
                  "of R^d and R_i the χ_d quantile at level i/(m+1) (rule 'su') or (i − ½)/m (rule 'midpoint'), "
                  "computed exactly (quadrature or a Bessel function), not by sampling",
-        minutes=30, prerequisites="sections 1 and 3 (PF1, PF5); `chi_quantile_radii`, `orthogonal_quantile`",
+        minutes=45, prerequisites="sections 1 and 3 (PF1, PF5); `chi_quantile_radii`, `orthogonal_quantile`",
         verify=_verify_midpoint),
     Exercise(
         label="performer-ex-rnn", chapter="performer", function="causal_linear_attention",
         asks="Write causal linear attention as a recurrence over positions with the state (S, z).",
         expected="row i equal to φ(q_i)ᵀS_i / φ(q_i)ᵀz_i with S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) "
                  "(key i included, later keys excluded), as an (n, d_v) tensor",
-        minutes=15, prerequisites="sections 1 and 5 (LA1, LA3); `linear_attention`", verify=_verify_rnn),
+        minutes=15, prerequisites="sections 1 and 5 (LA1–LA3)", verify=_verify_rnn),
 ]
