@@ -128,7 +128,7 @@ def _course(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .course import ExerciseFormatError
-    from .course_pack import build_pack, execute_pack, readme_text
+    from .course_pack import build_pack, execute_pack, write_readme
 
     _check_slugs(args.subparser, args.slugs)
     slugs = args.slugs or [c.slug for c in written_chapters()]
@@ -152,7 +152,7 @@ def _course(args: argparse.Namespace) -> int:
 
         checks = execute_pack(slugs, out, jobs=args.jobs, progress=progress)
         bar.close()
-    (out / "README.md").write_text(readme_text(slugs, checks=checks), encoding="utf-8")
+    write_readme(out, slugs, checks=checks)
     print(f"wrote {len(written)} notebooks and README.md under {out}")
     if checks is not None:
         failed = [c for c in checks if not c.ok]

@@ -75,6 +75,29 @@ def exercise_cells(notebook, where: str = "chapter") -> list[ExerciseCells]:
     return found
 
 
+def validate_exercises(notebook, slug: str) -> list[ExerciseCells]:
+    """The chapter's exercise cells, after checking that the ``{exercise}`` blocks, the check cells and the
+    declarations in ``kitlib/exercises/`` name the same labels in the same order, and that no check cell stands
+    without its solution cell (a solution that lost its tag would reach the student notebook)."""
+    from .exercises import exercises_of
+
+    pairs = exercise_cells(notebook, slug)
+    checks = [p.label for p in pairs]
+    paired = {p.check_index for p in pairs}
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "check_answer(" in cell.source and i not in paired:
+            raise ExerciseFormatError(f"{slug}, cell {i}: a check cell must follow a code cell tagged 'solution' "
+                                      f"(tag the solution cell, or it is copied into the student notebook)")
+    blocks = exercise_block_labels(notebook)
+    declared = [e.label for e in exercises_of(slug)]
+    if not pairs:
+        raise ExerciseFormatError(f"{slug}: no exercise with a solution cell and a check cell")
+    if not blocks == checks == declared:
+        raise ExerciseFormatError(f"{slug}: the {{exercise}} blocks {blocks}, the check cells {checks} and "
+                                  f"kitlib/exercises/ ({declared}) must name the same labels in the same order")
+    return pairs
+
+
 def exercise_block_labels(notebook) -> list[str]:
     """Labels of the ``{exercise}`` blocks in the markdown cells, in order."""
     labels = []
@@ -106,8 +129,9 @@ def student_answer_source(source: str, label: str) -> str:
     return f"# Exercise {label}: write the body of `{function.name}` (the check below calls it).\n{stub}\n"
 
 
-_ROLES = ((re.compile(r"\{cite\}`([^`]+)`"), r"[\1]"), (re.compile(r"\{ref\}`([^`]+)`"), r"`\1`"),
-          (re.compile(r"\{doc\}`([^`]+)`"), r"*\1*"))
+_ROLES = ((re.compile(r"\{cite\}`([^`]+)`"), r"[\1]"),
+          (re.compile(r"\{(?:doc|ref)\}`([^`<]+?)\s*<[^`>]+>`"), r"*\1*"),      # {doc}`text <target>`
+          (re.compile(r"\{ref\}`([^`]+)`"), r"`\1`"), (re.compile(r"\{doc\}`([^`]+)`"), r"*\1*"))
 
 
 def _markdown_directives(source: str, *, keep_solutions: bool) -> str:

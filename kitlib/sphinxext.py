@@ -162,13 +162,17 @@ def _check_verdicts(notebook_path: Path) -> dict[str, str]:
     """label → the line its check printed in the executed notebook ("exercise <label>: correct", ...)."""
     import nbformat
 
-    from .course import exercise_cells
+    from .course import ExerciseFormatError, exercise_cells
 
     if not notebook_path.exists():
         return {}
     notebook = nbformat.read(notebook_path, as_version=4)
     verdicts = {}
-    for pair in exercise_cells(notebook, str(notebook_path)):
+    try:
+        pairs = exercise_cells(notebook, str(notebook_path))
+    except ExerciseFormatError:       # an executed notebook older than the chapter's exercise format
+        return {}
+    for pair in pairs:
         outputs = notebook.cells[pair.check_index].get("outputs", [])
         text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
         verdicts[pair.label] = text.strip().splitlines()[-1] if text.strip() else ""
@@ -196,7 +200,7 @@ class ExercisesIndexDirective(_TableDirective):
             for exercise in exercises_of(chapter.slug):
                 said = verdicts.get(exercise.label, "")
                 verdict = ("✓ correct" if said.endswith(": correct") else
-                           f"✗ {_cell(said)}" if said else "— (no executed notebook)")
+                           f"✗ {_cell(said)}" if said else "— (not in this build's executed chapter)")
                 lines.append(f"| {link} | {{ref}}`{exercise.label}` | `{exercise.function}` | "
                              f"{_cell(exercise.asks)} | {exercise.minutes} | {_cell(exercise.prerequisites)} | "
                              f"{verdict} |")

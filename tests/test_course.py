@@ -1,19 +1,22 @@
 """The course pack: notebook transformation (kitlib.course), the pack writer and its command line, and two
 chapters' packs executed end to end (all chapters: ``make course-check``)."""
 
+import ast
+
 import jupytext
 import nbformat
 import pytest
 
 from kitlib.__main__ import main
-from kitlib.chapters import chapter_source
+from kitlib.chapters import chapter_source, written_chapters
 from kitlib.course import (ExerciseFormatError, course_notebook, exercise_cells, solution_function,
-                           student_answer_source)
-from kitlib.course_pack import ROLES, build_pack, execute_pack, readme_text
+                           student_answer_source, validate_exercises)
+from kitlib.course_pack import ROLES, build_pack, execute_notebook, execute_pack, readme_text
 from kitlib.exercises import exercises_of
 
 # Two chapters' packs run in `make test` (the two shortest quick runs); `make course-check` runs all of them.
 EXECUTED_IN_TESTS = ("class-imbalance", "dimension-formula")
+SLUGS = [c.slug for c in written_chapters()]
 
 SOLUTION = '''import math
 
@@ -127,6 +130,69 @@ def test_every_chapter_pack_is_written_and_listed(tmp_path):
             assert f"`{exercise.label}`" in readme
             assert f'raise NotImplementedError("exercise {exercise.label}")' in "\n".join(
                 c.source for c in student.cells)
+
+
+def _untagged_first_solution(notebook):
+    cell = notebook.cells[exercise_cells(notebook)[0].solution_index]
+    cell.metadata["tags"] = ["hide-input"]
+    return notebook
+
+
+def test_a_chapter_whose_exercises_do_not_line_up_is_refused():
+    source = jupytext.read(chapter_source("class-imbalance"))
+    assert [p.label for p in validate_exercises(source, "class-imbalance")] == [
+        e.label for e in exercises_of("class-imbalance")]
+    with pytest.raises(ExerciseFormatError, match="must follow a code cell tagged 'solution'"):
+        validate_exercises(_untagged_first_solution(jupytext.read(chapter_source("class-imbalance"))),
+                           "class-imbalance")
+    relabelled = jupytext.read(chapter_source("class-imbalance"))
+    check = relabelled.cells[exercise_cells(relabelled)[0].check_index]
+    check.source = check.source.replace("class-imbalance-ex-f1", "class-imbalance-ex-f2")
+    with pytest.raises(ExerciseFormatError, match="must name the same labels in the same order"):
+        validate_exercises(relabelled, "class-imbalance")
+
+
+def test_a_broken_chapter_leaves_the_pack_folder_as_it_was(tmp_path):
+    root = tmp_path / "repo"
+    (root / "chapters").mkdir(parents=True)
+    good = chapter_source("class-imbalance").read_text()
+    (root / "chapters" / "class-imbalance.md").write_text(good)
+    broken = _untagged_first_solution(jupytext.read(chapter_source("flooding")))
+    jupytext.write(broken, root / "chapters" / "flooding.md", fmt="md:myst")
+    with pytest.raises(ExerciseFormatError):
+        build_pack(["class-imbalance", "flooding"], tmp_path / "pack", root=root)
+    assert not (tmp_path / "pack").exists()
+
+
+@pytest.mark.parametrize("slug", [s for s in SLUGS if exercises_of(s)])
+def test_no_line_of_a_solution_reaches_the_student_notebook(slug):
+    source = jupytext.read(chapter_source(slug))
+    student = course_notebook(source, slug=slug, role="student", header="")
+    text = "\n".join(c.source for c in student.cells)
+    for pair in exercise_cells(source):
+        body = solution_function(source.cells[pair.solution_index].source).body
+        lines = [line.strip() for node in body if not isinstance(node, (ast.Import, ast.ImportFrom))
+                 for line in ast.unparse(node).splitlines()]
+        leaked = [line for line in lines if len(line) > 25 and not line.startswith(("import ", "from "))
+                  and line in text]
+        assert not leaked, f"{pair.label}: solution lines in the student notebook: {leaked}"
+
+
+def test_execute_rejects_a_wrong_solution_and_a_filled_student_answer(tmp_path):
+    """--execute's verdict can fail: a notebook whose solution is wrong (instructor) or filled in (student)."""
+    cells = [nbformat.v4.new_code_cell("from kitlib.exercises import check_answer"),
+             nbformat.v4.new_code_cell("def posthoc_predictions(logits, counts, tau):\n"
+                                       "    return logits.argmax(-1)"),
+             nbformat.v4.new_code_cell('check_answer("class-imbalance-ex-posthoc", posthoc_predictions)')]
+    cells[1].metadata["tags"] = ["solution"]
+    path = tmp_path / "instructor" / "class-imbalance.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    for role in ROLES:
+        check = execute_notebook(path, role, "class-imbalance", timeout=120)
+        assert not check.ok
+        assert any("the chapter declares" in p for p in check.problems)
+        assert any("class-imbalance-ex-posthoc printed" in p or "a cell failed" in p for p in check.problems)
 
 
 def test_the_command_refuses_bad_input_before_writing(tmp_path, capsys):

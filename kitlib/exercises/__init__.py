@@ -113,8 +113,9 @@ def check_answer(label: str, answer: Callable[..., Any]) -> bool:
     """Verify ``answer`` for exercise ``label``; print the verdict (see the module docstring)."""
     exercise = get_exercise(label)
     if not callable(answer):
-        raise WrongAnswer(f"exercise {label}: the answer must be the function `{exercise.function}`, "
-                          f"got {type(answer).__name__}")
+        reason = f"the answer must be the function `{exercise.function}`, got {type(answer).__name__}"
+        print(f"exercise {label}: not right yet. {reason}\nA right answer: {exercise.expected}")
+        raise WrongAnswer(f"exercise {label}: {reason}")
     try:
         exercise.verify(answer)
     except NotImplementedError as err:

@@ -129,7 +129,7 @@ EXERCISES = [
         expected="L(θ) + λ‖∇L(θ)‖² with λ = ε₁ε₂ / (2(ε₁ − ε₂)), as a 0-dimensional tensor built from the θ "
                  "passed in whose gradient in θ is ∇L + 2λHg (the gradient of L kept in the graph, "
                  "create_graph=True)",
-        minutes=20, prerequisites="section 2 (F3, F4); `gradient_penalty_weight`, `grad_norm_sq_gradient`",
+        minutes=20, prerequisites="section 2 (F3, F4)",
         verify=_verify_penalty),
     Exercise(
         label="flooding-ex-noise", chapter="flooding", function="flipped_fraction_fitted",

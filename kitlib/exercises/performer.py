@@ -105,17 +105,19 @@ EXERCISES = [
         label="performer-ex-variance", chapter="performer", function="relative_mse",
         asks="Write the relative MSE of the positive and the trigonometric random-feature estimates of e^(q·k) "
              "with m i.i.d. features (Lemma 2 divided by SM²).",
-        expected="for each pair, (e^{‖q+k‖²} − 1)/m for positive features and 2 sinh²(‖q−k‖²/2)/m for "
-                 "trigonometric ones (the MSE of Lemma 2 divided by e^{2q·k}), as a tensor of the batch shape",
+        expected="for each pair, the MSE of Lemma 2 divided by the squared kernel e^{2q·k}: for positive features "
+                 "a function of ‖q + k‖ alone, for trigonometric ones of ‖q − k‖ alone, each zero where its norm is "
+                 "zero and falling as 1/m; a tensor of the batch shape",
         minutes=15, prerequisites="sections 1–2 (PF1, PF2; the paper's Lemma 2); `favor_features`",
         verify=_verify_variance),
     Exercise(
         label="performer-ex-midpoint", chapter="performer", function="quantile_bias",
         asks="Compute exactly the relative bias of positive features whose radii are fixed χ_d quantiles, for "
              "Su's levels i/(m+1) and the midpoints (i − ½)/m.",
-        expected="(1/m) Σ_i E_u[e^{R_i r u₁}] e^{−r²/2} − 1, with r = ‖q + k‖, u uniform on the unit sphere "
-                 "of R^d and R_i the χ_d quantile at level i/(m+1) (rule 'su') or (i − ½)/m (rule 'midpoint'), "
-                 "computed exactly (quadrature or a Bessel function), not by sampling",
+        expected="the exact relative bias, as a float, of the positive-feature estimate of e^{q·k} whose m radii "
+                 "are fixed χ_d quantiles at levels i/(m+1) (rule 'su') or (i − ½)/m (rule 'midpoint') and whose "
+                 "directions are uniform on the sphere, computed exactly (quadrature or a Bessel function), not by "
+                 "sampling",
         minutes=45, prerequisites="sections 1 and 3 (PF1, PF5); `chi_quantile_radii`, `orthogonal_quantile`",
         verify=_verify_midpoint),
     Exercise(

@@ -92,14 +92,14 @@ EXERCISES = [
         expected="weights w̃_i ∝ exp(−Δl_i/α − log q_i) normalised to sum to 1 (computed stably, e.g. with the "
                  "largest exponent subtracted, since α can be small), the mean Σ w̃_i Δθ_i (d,) and the effective "
                  "sample size 1/Σ w̃_i², returned as a pair",
-        minutes=15, prerequisites="sections 2–4 (O1, O2); `snis_mean`", verify=_verify_snis),
+        minutes=15, prerequisites="sections 2–4 (O1, O2)", verify=_verify_snis),
     Exercise(
         label="sampling-ex-unguided-mgs", chapter="sampling-optimisation", function="mgs_update",
         asks="Write one MGS update from candidates, their task losses, the current loss, the guide and β, with "
              "the official proposal density.",
         expected="Σ w̃_k Δ_k with w̃_k ∝ exp(−β(C_k − C) − log q_k), where log q_k = log(½e^{−½Δ_k·Δ_k} + "
                  "½e^{−½Δ_k·Δ_k + Δ_k·g − ½g·g}) is the official formula (unit variance, no normalising constant)",
-        minutes=20, prerequisites="section 4 (O5), section 5; `mgs_log_proposal`, `snis_weights`",
+        minutes=20, prerequisites="section 4 (O5), section 5",
         verify=_verify_mgs_update),
     Exercise(
         label="sampling-ex-true-density", chapter="sampling-optimisation", function="mixture_log_density",

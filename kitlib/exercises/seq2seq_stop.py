@@ -90,7 +90,7 @@ EXERCISES = [
                  "the mass before a token is below top_p (so the token that crosses top_p is kept, and the most "
                  "probable token always), False for the others; with eos_id, eos is set True in every row on top "
                  "of that set, nothing else changes",
-        minutes=20, prerequisites="section 1 (incomplete and consistent decoders, S7); `filter_candidates`",
+        minutes=20, prerequisites="section 1 (incomplete and consistent decoders, S7)",
         verify=_verify_nucleus),
     Exercise(
         label="seq2seq-ex-stop-probability", chapter="seq2seq-stop", function="top_k_stop_probability",
@@ -98,11 +98,11 @@ EXERCISES = [
         expected="softmax(z) restricted to the candidate set (the k largest logits, plus eos when consistent) and "
                  "renormalised over it, evaluated at eos: 0 when plain top-k drops eos, and at least p(eos) when "
                  "eos is a candidate; one value per row",
-        minutes=15, prerequisites="sections 2–3 (S2, S3); `stop_probability`", verify=_verify_stop_probability),
+        minutes=15, prerequisites="sections 2–3 (S2, S3)", verify=_verify_stop_probability),
     Exercise(
         label="seq2seq-ex-self-terminating", chapter="seq2seq-stop", function="self_terminating_probabilities",
         asks="Write the self-terminating layer: next-token probabilities of every step from logits (B, T, V).",
         expected="at step t, p(eos) = 1 − ∏_{i≤t} β_i with β_i = (1 − ε)σ(z_{i,eos}), and every other token gets "
                  "∏_{i≤t} β_i times its softmax over the tokens other than eos; rows sum to 1",
-        minutes=20, prerequisites="section 4 (S4–S6); `SelfTerminatingLayer`", verify=_verify_self_terminating),
+        minutes=20, prerequisites="section 4 (S4–S6)", verify=_verify_self_terminating),
 ]

@@ -127,7 +127,7 @@ EXERCISES = [
         expected="the mean over pairs of max(0, ‖∇D(x̂)‖ − 1)² at x̂ = a·real + (1 − a)·fake, with the gradient "
                  "taken with respect to the input point (one norm per point), as a 0-dimensional tensor built "
                  "with a graph (create_graph) so that it can be differentiated in the critic's weights",
-        minutes=15, prerequisites="§1 (the gradient penalty, W9); `input_gradient_norms`, `gradient_penalty`",
+        minutes=15, prerequisites="§1 (the gradient penalty, W9)",
         verify=_verify_lp),
     Exercise(
         label="wgan-ex-lr", chapter="wgan", function="shortfall_closed",
@@ -144,6 +144,6 @@ EXERCISES = [
         expected="the point y minimising the mean Euclidean distance to the rows (the geometric median, not the "
                  "mean and not the coordinate-wise median), found by iterating y ← Σ w_i x_i / Σ w_i with "
                  "w_i = 1/‖x_i − y‖ from the mean until the step is below about 1e-12, as a NumPy array (d,)",
-        minutes=15, prerequisites="§4 (batch size 1, W8); `weiszfeld_median`, `mean_distance`",
+        minutes=15, prerequisites="§4 (batch size 1, W8); `mean_distance`",
         verify=_verify_median),
 ]
