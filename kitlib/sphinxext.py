@@ -180,30 +180,37 @@ def _check_verdicts(notebook_path: Path) -> dict[str, str]:
 
 
 class ExercisesIndexDirective(_TableDirective):
+    """One short table per chapter: exercise (linked), the function to write, what it asks, minutes, what it
+    builds on, and the verdict of its check on the chapter's own solution in this build's executed chapter."""
+
     has_content = False
-    classes = ("kitlib-table", "full-width")
 
     def run(self):
         from .exercises import exercises_of
 
         srcdir = Path(self.env.srcdir)
         book, _ = _records(srcdir)
-        lines = ["| chapter (quick run) | exercise | write | what it asks | minutes | builds on | solution's check |",
-                 "|---|---|---|---|---|---|---|"]
+        lines: list[str] = []
         for chapter in written_chapters(srcdir):
+            exercises = exercises_of(chapter.slug)
+            if not exercises:
+                continue
             notebook = srcdir / "book" / f"{chapter.slug}.ipynb"
             self.env.note_dependency(str(notebook))
             verdicts = _check_verdicts(notebook)
             record = book.get(chapter.slug)
-            wall = f", {record['wall_s']:.0f} s" if record else ""
-            link = f"{{doc}}`{chapter.slug} </book/{chapter.slug}>`{wall}"
-            for exercise in exercises_of(chapter.slug):
+            wall = f" — the notebook runs in about {record['wall_s']:.0f} s (this build's quick run)" if record else ""
+            lines += [f"**{{doc}}`{_cell(chapter.title)} </book/{chapter.slug}>`**{wall}", "",
+                      "| exercise | write | what it asks | min | builds on | solution's check |",
+                      "|---|---|---|---|---|---|"]
+            for exercise in exercises:
                 said = verdicts.get(exercise.label, "")
                 verdict = ("✓ correct" if said.endswith(": correct") else
                            f"✗ {_cell(said)}" if said else "— (not in this build's executed chapter)")
-                lines.append(f"| {link} | {{ref}}`{exercise.label}` | `{exercise.function}` | "
+                lines.append(f"| {{ref}}`{exercise.label} <{exercise.label}>` | `{exercise.function}` | "
                              f"{_cell(exercise.asks)} | {exercise.minutes} | {_cell(exercise.prerequisites)} | "
                              f"{verdict} |")
+            lines.append("")
         return self._render(lines)
 
 
