@@ -28,10 +28,11 @@ render: setup   ## the HTML book, strict, into _build/html
 book: execute render
 	@echo "open _build/html/index.html"
 
-# Two pytest workers (one thread each): chapters run side by side on the two cores; nbval keeps each
-# notebook's cells together in one worker (--dist loadfile).
+# Two pytest workers (one thread each): chapters run side by side on the two cores, each worker taking the next
+# test when free (--maxschedchunk 1; tests/conftest.py puts the longest first); nbval keeps each notebook's cells
+# together in one worker (--dist loadfile).
 test: setup     ## unit tests + chapters (quick) + nbval re-execution + strict render
-	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --durations=25 tests
+	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --maxschedchunk 1 --durations=25 tests
 	TQDM_DISABLE=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $$($(PY) -m kitlib list --notebooks)
 	$(JB) build . -W -n --keep-going
