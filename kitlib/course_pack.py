@@ -11,6 +11,7 @@ notebook when it ran to the end and every check printed ``exercise <label>: not 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from .chapters import chapter_source, get_chapter, project_root
 from .course import course_notebook, exercise_cells, validate_exercises
 from .exercises import exercises_of
-from .runner import KERNEL_ARGUMENTS, git_commit
+from .runner import KERNEL_ARGUMENTS, git_commit, with_kernel_start_retry
 
 ROLES = ("student", "instructor")
 VERDICT = {"student": "not answered yet", "instructor": "correct"}
@@ -159,9 +160,16 @@ def execute_notebook(path: Path, role: str, slug: str, timeout: int = 900) -> No
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TQDM_DISABLE"] = "1"
     t0 = time.monotonic()
-    try:
+    unexecuted = notebook
+
+    def run():          # a fresh copy per attempt; `notebook` keeps the outputs of the last one, even if it failed
+        nonlocal notebook
+        notebook = copy.deepcopy(unexecuted)
         NotebookClient(notebook, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_ARGUMENTS,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
+
+    try:
+        with_kernel_start_retry(run)
     except CellExecutionError as err:
         result.problems.append(f"a cell failed: {str(err).strip().splitlines()[-1][:300]}")
     except Exception as err:          # a timeout, a dead kernel: a verdict for this notebook, not a crash

@@ -23,6 +23,22 @@ from .record import complete_record, hard_failures, write_json_atomic
 # The kernel's own log line "Kernel is running over TCP without encryption" (ipykernel 7) would be printed for
 # every chapter; the kernel runs on this machine's loopback only.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+KERNEL_START_ATTEMPTS = 3
+
+
+def with_kernel_start_retry(execute, attempts: int = KERNEL_START_ATTEMPTS):
+    """``execute()``, started again when its kernel never came up ("Kernel didn't respond").
+
+    jupyter_client picks a kernel's ports by binding free ones and releasing them before the kernel binds them;
+    a kernel starting at the same moment (two test workers, a seed sweep's jobs) can take one in between, and
+    the new kernel dies with "Address already in use". No cell has run then, so starting again is safe. Any
+    other error, and a kernel that dies while running cells, is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return execute()
+        except RuntimeError as err:
+            if "Kernel didn't respond" not in str(err) or attempt == attempts:
+                raise
 
 
 class ChapterNotWrittenError(FileNotFoundError):
@@ -119,9 +135,9 @@ def run_chapter(slug: str, *, profile: str = "quick", seed: int = 0, device: str
                                wall_s=time.monotonic() - t0, git_commit=git_commit(root))
 
     try:
-        executed = papermill.execute_notebook(
+        executed = with_kernel_start_retry(lambda: papermill.execute_notebook(
             notebook, str(notebook_path), parameters=parameters, kernel_name="python3", language="python",
-            cwd=str(src.parent), progress_bar=show_progress, extra_arguments=KERNEL_ARGUMENTS)
+            cwd=str(src.parent), progress_bar=show_progress, extra_arguments=KERNEL_ARGUMENTS))
     except PapermillExecutionError as err:
         record = completed_record()   # written when only the claims failed: seed sweeps still count them
         kept = Path(tempfile.mkdtemp(prefix=f"kitlib-failed-{slug}-"))

@@ -203,3 +203,35 @@ def test_sweep_runs_each_seed_and_writes_the_summary(tmp_path):
     assert written["claims"]["T1"]["held"] == 1 and written["claims"]["T1"]["failed_seeds"] == [11]
     assert [r["ok"] for r in written["runs"]] == [True, False]
     assert written["claims"]["T1"]["value"] == {"min": 0.0, "median": 0.55, "max": 1.1}
+
+
+def test_a_kernel_that_never_starts_is_started_again_and_other_errors_are_not_retried():
+    """jupyter_client's free-port race ("Address already in use") shows as "Kernel didn't respond": retried."""
+    from kitlib.runner import with_kernel_start_retry
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return "ran"
+
+    assert with_kernel_start_retry(flaky) == "ran" and len(calls) == 3
+    def never():
+        calls.append(1)
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="respond"):
+        with_kernel_start_retry(never, attempts=2)
+    assert len(calls) == 2
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("a cell raised")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="a cell raised"):
+        with_kernel_start_retry(broken)
+    assert len(calls) == 1
