@@ -120,9 +120,10 @@ def readme_text(slugs: list[str], root: Path | None = None, checks: list[Noteboo
              "(a function whose body raises `NotImplementedError`), each followed by its check cell.",
              "- `instructor/<chapter>.ipynb`: the same notebook with the solutions in place.", "",
              "## How to run the checks", "",
-             "Open a notebook in Jupyter from a checkout of the book with its environment (`make setup`, then "
-             "`.venv/bin/jupyter lab`), or run it end to end with "
-             "`.venv/bin/jupyter nbconvert --to notebook --execute student/<chapter>.ipynb`. Each check cell "
+             "Open a notebook in Jupyter from a checkout of the book with its environment (`make setup`; the book "
+             "does not install JupyterLab: `.venv/bin/pip install jupyterlab`, then `.venv/bin/jupyter lab`), or "
+             "run it end to end with `.venv/bin/jupyter execute student/<chapter>.ipynb` (exit status 0 when no "
+             "cell fails; it does not print the outputs). Each check cell "
              "prints `exercise <label>: not answered yet`, `correct`, or what a right answer does (in words, "
              "never the value) and fails. The checks call the student's function on inputs they draw "
              "themselves and compare with an independent computation (see `kitlib/exercises/`). The checkout "
