@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 
 CHECK_CALL = re.compile(r'^check_answer\(\s*"(?P<label>[^"]+)"\s*,\s*(?P<function>\w+)\s*\)\s*$')
-_DIRECTIVE = re.compile(r"^(?P<fence>`{3,}|~{3,})\{(?P<name>exercise|solution|admonition|claims-comparison)\}(?P<argument>[^\n]*)\n"
-                        r"(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)(?P<body>.*?)^(?P=fence)[ \t]*$",
+_DIRECTIVE = re.compile(r"^(?P<fence>`{3,}|~{3,})\{(?P<name>exercise|solution|admonition|claims-comparison)\}"
+                        r"(?P<argument>[^\n]*)\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)"
+                        r"(?P<body>.*?)^(?P=fence)[ \t]*$",
                         re.M | re.S)
 
 

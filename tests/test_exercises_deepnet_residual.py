@@ -133,8 +133,8 @@ def _bits(losses, counts, tokens, window, margin):
 
 WRONG_ANSWERS = {
     "deepnet-ex-lamb": {"whole-tensor norm": _whole_tensor_norm, "no 1/|s|": _no_sign_norm,
-                        "1/sqrt(numel) for 1/|s|": _sqrt_numel, "Adam sign step": _adam_sign_step, "mean not rms": _mean_not_rms,
-                        "stack changed": _in_place},
+                        "1/sqrt(numel) for 1/|s|": _sqrt_numel, "Adam sign step": _adam_sign_step,
+                        "mean not rms": _mean_not_rms, "stack changed": _in_place},
     "deepnet-ex-gains": {"SGD step": _sgd_step, "trainable ignored": _trainable_ignored,
                          "mean of norms": _mean_of_norms},
     "deepnet-ex-warmup": {"zero-based": _zero_based, "no margin": _no_margin, "cumulative mean": _cumulative_mean,
