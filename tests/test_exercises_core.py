@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kitlib.exercises as ex
-from kitlib.exercises import (Exercise, UnknownExerciseError, WrongAnswer, check_answer, expect_between,
+from kitlib.exercises import (Exercise, UnknownExerciseError, WrongAnswer, as_number, check_answer, expect_between,
                               expect_close, get_exercise, hidden_generator)
 
 
@@ -86,6 +86,14 @@ def test_an_answer_that_crashes_on_a_hidden_input_gets_a_verdict(toy, capsys):
         check_answer(TOY.label, square)
     assert isinstance(info.value.__cause__, OverflowError)
     assert "A right answer:" in capsys.readouterr().out
+
+
+def test_as_number_takes_one_entry_of_any_numeric_kind_and_nothing_else():
+    for one in (2.5, 2, np.float32(2.5), torch.tensor(2.5), torch.tensor([2.5]), np.array([[2.5]])):
+        assert as_number(one, "x") == pytest.approx(float(np.asarray(one).reshape(())))
+    for bad, message in ((True, "got a bool"), (torch.tensor([1.0, 2.0]), r"got shape \(2,\)"), ("2", "got a str")):
+        with pytest.raises(WrongAnswer, match=message):
+            as_number(bad, "x")
 
 
 def test_expect_between():

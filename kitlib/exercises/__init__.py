@@ -148,6 +148,17 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def as_number(value: Any, what: str) -> float:
+    """``value`` (a Python number, a NumPy scalar, or a tensor or array holding one entry) as a float;
+    WrongAnswer if it is anything else (a bool, a string, several entries)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise WrongAnswer(f"{what} should be one number, got a {type(value).__name__}")
+    array = as_array(value, what)
+    if array.size != 1:
+        raise WrongAnswer(f"{what} should be one number, got shape {tuple(array.shape)}")
+    return float(array.reshape(()))
+
+
 def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: float = 1e-9) -> None:
     """Raise WrongAnswer unless ``got`` has ``want``'s shape and |got − want| ≤ atol + rtol·|want| everywhere.
 
@@ -175,10 +186,7 @@ def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: fl
 def expect_between(got: Any, low: float, high: float, *, what: str) -> None:
     """Raise WrongAnswer unless the number ``got`` lies in [low, high] (the message names the interval's
     meaning through ``what``, not the bounds)."""
-    value = as_array(got, what)
-    if value.shape not in ((), (1,)):
-        raise WrongAnswer(f"{what} should be one number, got shape {tuple(value.shape)}")
-    number = float(value.reshape(()))
+    number = as_number(got, what)
     if not (np.isfinite(number) and low <= number <= high):
         raise WrongAnswer(f"{what} is outside the range an independent computation allows")
 

@@ -12,22 +12,10 @@ import torch
 from torch.func import functional_call
 
 from kitlib.deepnorm import FFNStack
-from kitlib.exercises import Exercise, WrongAnswer, expect_close, hidden_generator
+from kitlib.exercises import Exercise, WrongAnswer, as_number, expect_close, hidden_generator
 from kitlib.tiny_transformers import TinyTransformerLM, is_weight_matrix
 from kitlib.transformer_training import unigram_cross_entropy
 from kitlib.update_size import half_squared_error, one_step_update
-
-
-def _number(got, what: str) -> float:
-    if isinstance(got, torch.Tensor):
-        if got.numel() != 1:
-            raise WrongAnswer(f"{what} should be one number, got a tensor of shape {tuple(got.shape)}")
-        got = got.detach().item()
-    if isinstance(got, np.generic):
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)):
-        raise WrongAnswer(f"{what} should be one number, got {type(got).__name__}")
-    return float(got)
 
 
 def _unchanged(model: torch.nn.Module, before: dict, what: str) -> None:
@@ -72,7 +60,7 @@ def _verify_lamb(answer) -> None:
     for stack, x, y, lr in _stacks("deepnet-ex-lamb"):
         want = _lamb_reference(stack, x, y, lr)
         before = {k: v.clone() for k, v in stack.state_dict().items()}
-        got = _number(answer(stack, x.clone(), y.clone(), lr), "the update ‖ΔF‖")
+        got = as_number(answer(stack, x.clone(), y.clone(), lr), "the update ‖ΔF‖")
         _unchanged(stack, before, "stack")
         expect_close(got, want, rtol=1e-7, atol=0.0,
                      what=f"the update of a hidden {stack.architecture} stack of {stack.depth} sublayers "
@@ -116,7 +104,7 @@ def _verify_gains(answer) -> None:
                                    output_fn=lambda m, x: m.features(x), loss_fn=_head_cross_entropy,
                                    trainable=trainable)["update"]
             before = {k: v.clone() for k, v in model.state_dict().items()}
-            got = _number(answer(model, windows.clone(), 1e-3, trainable), "the update ‖ΔF‖")
+            got = as_number(answer(model, windows.clone(), 1e-3, trainable), "the update ‖ΔF‖")
             _unchanged(model, before, "model")
             # 2e-4: the exact sign step η·sign(g), which the exercise accepts as Adam's first step, differs from
             # torch's η·g/(|g| + 1e-8) by up to 3e-6 here and 1.4e-5 on deeper models (entries with |g| within

@@ -10,7 +10,7 @@ import torch
 from scipy.special import gammaln, ive
 
 from kitlib.dimension import critical_dim, pair_softmax_entropy, sphere_vectors
-from kitlib.exercises import Exercise, WrongAnswer, as_array, expect_close, hidden_generator
+from kitlib.exercises import Exercise, as_number, expect_close, hidden_generator
 
 
 def _h_n_bessel(n: float, radius: float) -> float:
@@ -25,21 +25,14 @@ def _h_n_bessel(n: float, radius: float) -> float:
     return float(log_mean_exp - kappa * ive(nu + 1, kappa) / ive(nu, kappa))
 
 
-def _one_number(got, what: str) -> float:
-    value = as_array(got, what)
-    if value.shape not in ((), (1,)):
-        raise WrongAnswer(f"{what} should be one number, got shape {tuple(value.shape)}")
-    return float(value.reshape(()))
-
-
 def _verify_temperature(answer) -> None:
     g = hidden_generator("dimension-ex-temperature")
     for n in (5, 16, 64, 200, 512):
         radius = float(0.5 + 1.3 * torch.rand((), generator=g))
-        got = _one_number(answer(n, radius), "h_n")
+        got = as_number(answer(n, radius), "h_n")
         expect_close(got, _h_n_bessel(n, radius), rtol=1e-6, atol=1e-9,
                      what=f"h_n at n = {n} and a hidden radius factor r")
-    got = _one_number(answer(64, 1.0), "h_n")
+    got = as_number(answer(64, 1.0), "h_n")
     expect_close(got, _h_n_bessel(64, 1.0), rtol=1e-6, what="h_n at n = 64 and r = 1 (the chapter's h_n)")
 
 
@@ -47,7 +40,7 @@ def _verify_heads(answer) -> None:
     g = hidden_generator("dimension-ex-heads")
     for low, high in ((64, 500), (1000, 20000)):
         length = int(low + (high - low) * float(torch.rand((), generator=g)))
-        got = _one_number(answer(length), "the head size")
+        got = as_number(answer(length), "the head size")
         expect_close(got, critical_dim(length), rtol=2e-6, atol=1e-4,
                      what=f"the critical head size for a hidden sequence length between {low} and {high}")
 
@@ -58,7 +51,7 @@ def _verify_entropy(answer) -> None:
         u = sphere_vectors(count_u, n, g)
         # the last case pairs the table with itself: the self pairs have s = n = 720 and e^s overflows float64
         v = u if n == 720 else sphere_vectors(count_v, n, g)
-        got = _one_number(answer(u.clone(), v.clone()), "the entropy")
+        got = as_number(answer(u.clone(), v.clone()), "the entropy")
         expect_close(got, pair_softmax_entropy(u, v), rtol=1e-9, atol=1e-12,
                      what=f"the entropy of a hidden {count_u} × {count_v} pair softmax in dimension {n}")
 

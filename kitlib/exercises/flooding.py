@@ -8,15 +8,8 @@ from __future__ import annotations
 import torch
 
 from kitlib.autodiff import grad_norm_sq_gradient, gradient
-from kitlib.exercises import Exercise, WrongAnswer, as_array, expect_close, hidden_generator
+from kitlib.exercises import Exercise, WrongAnswer, as_number, expect_close, hidden_generator
 from kitlib.flooding_analysis import gradient_penalty_weight, smooth_test_loss
-
-
-def _one_number(got, what: str) -> float:
-    value = as_array(got, what)
-    if value.shape not in ((), (1,)):
-        raise WrongAnswer(f"{what} should be one number, got shape {tuple(value.shape)}")
-    return float(value.reshape(()))
 
 
 def _loss_sequences(label: str):
@@ -41,7 +34,7 @@ def _loss_sequences(label: str):
 
 def _verify_sign_changes(answer) -> None:
     for losses, b, rate in _loss_sequences("flooding-ex-signs"):
-        got = _one_number(answer(losses.copy(), b), "the rate (a fraction)")
+        got = as_number(answer(losses.copy(), b), "the rate (a fraction)")
         expect_close(got, rate, rtol=1e-9, what=f"the sign-change rate of a hidden sequence of {len(losses)} losses")
 
 
@@ -107,7 +100,7 @@ def _noisy_predictions(label: str):
 def _verify_flipped_fitted(answer) -> None:
     for probabilities, noisy, clean, fraction in _noisy_predictions("flooding-ex-noise"):
         n, k = probabilities.shape
-        got = _one_number(answer(probabilities.clone(), noisy.clone(), clean.clone()), "the fraction")
+        got = as_number(answer(probabilities.clone(), noisy.clone(), clean.clone()), "the fraction")
         expect_close(got, fraction, rtol=1e-9, atol=1e-12,
                      what=f"the fraction of flipped labels fitted in a hidden set of {n} points and {k} classes")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from kitlib.decoding import filter_candidates, stop_probability
-from kitlib.exercises import WrongAnswer, Exercise, as_array, expect_close, hidden_generator
+from kitlib.exercises import Exercise, WrongAnswer, as_array, expect_close, hidden_generator
 from kitlib.language_model import SelfTerminatingLayer
 
 
