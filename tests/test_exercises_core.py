@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import kitlib.exercises as ex
-from kitlib.exercises import (Exercise, UnknownExerciseError, WrongAnswer, as_number, check_answer, expect_between,
-                              expect_close, get_exercise, hidden_generator)
+from kitlib.exercises import (Exercise, UnknownExerciseError, WrongAnswer, as_number, check_answer, expect_close,
+                              get_exercise, hidden_generator)
 
 
 def _verify_square(answer):
@@ -94,13 +94,6 @@ def test_as_number_takes_one_entry_of_any_numeric_kind_and_nothing_else():
     for bad, message in ((True, "got a bool"), (torch.tensor([1.0, 2.0]), r"got shape \(2,\)"), ("2", "got a str")):
         with pytest.raises(WrongAnswer, match=message):
             as_number(bad, "x")
-
-
-def test_expect_between():
-    expect_between(0.5, 0.0, 1.0, what="p")
-    for bad in (1.5, float("nan"), [0.2, 0.3]):
-        with pytest.raises(WrongAnswer):
-            expect_between(bad, 0.0, 1.0, what="p")
 
 
 def test_hidden_inputs_do_not_touch_the_global_random_state():

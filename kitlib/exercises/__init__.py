@@ -104,11 +104,6 @@ def get_exercise(label: str) -> Exercise:
                                f"{', '.join(sorted(all_exercises())) or 'none'}")
 
 
-def not_answered_error(label: str) -> NotImplementedError:
-    """The error the student notebook's answer cell raises; the check reads it as "not answered yet"."""
-    return NotImplementedError(f"exercise {label}")
-
-
 def check_answer(label: str, answer: Callable[..., Any]) -> bool:
     """Verify ``answer`` for exercise ``label``; print the verdict (see the module docstring)."""
     exercise = get_exercise(label)
@@ -181,14 +176,6 @@ def expect_close(got: Any, want: Any, *, what: str, rtol: float = 1e-6, atol: fl
         raise WrongAnswer(f"{what}: {int(bad.sum())} of {bad.size} entries differ from an independent "
                           f"computation (largest relative error of order 1e{np.floor(np.log10(rel)):+.0f}; "
                           f"{tolerance}){hint}")
-
-
-def expect_between(got: Any, low: float, high: float, *, what: str) -> None:
-    """Raise WrongAnswer unless the number ``got`` lies in [low, high] (the message names the interval's
-    meaning through ``what``, not the bounds)."""
-    number = as_number(got, what)
-    if not (np.isfinite(number) and low <= number <= high):
-        raise WrongAnswer(f"{what} is outside the range an independent computation allows")
 
 
 def hidden_generator(label: str, salt: int = 0) -> torch.Generator:
